@@ -1,0 +1,230 @@
+"""`tmd-bench report RUN…`: merge evaluation runs into ``report.csv`` and a self-contained ``report.html``.
+
+The page needs no network: styles, the small table-sorting script, the SVG plots and the sample
+animations (GIF data URIs) are all inline. Every piece of text from the runs (prompts, names,
+run cards) is HTML-escaped, so a prompt containing ``<script>`` shows as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors import safe_open
+
+from tmd_bench.reports.pareto import pareto_front, scatter_svg
+
+QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score")  # first present is the default y axis
+
+
+class ReportError(ValueError):
+    """Runs that cannot be reported; the message says which and why."""
+
+
+def load_runs(runs: list[str | Path]) -> pd.DataFrame:
+    frames = []
+    if not runs:
+        raise ReportError("give at least one run folder (the --out of `tmd-bench evaluate`)")
+    for run in runs:
+        run = Path(run)
+        path = run / "results.csv"
+        if not path.is_file():
+            raise ReportError(f"{run}: no results.csv — is this the output folder of `tmd-bench evaluate`?")
+        df = pd.read_csv(path)
+        if df.empty or "row_id" not in df:
+            raise ReportError(f"{path}: no result rows")
+        df.insert(0, "run", run.name or str(run))
+        df["run_dir"] = str(run.resolve())
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    if df["run"].duplicated().any() and df[["run", "row_id"]].duplicated().any():
+        # two folders with the same name: disambiguate by their full paths
+        df["run"] = df["run_dir"]
+    return df
+
+
+def _gif(video: np.ndarray) -> str:
+    """(3, F, H, W) in [−1, 1] → base64 animated GIF at native resolution (the page scales it)."""
+    from PIL import Image
+
+    frames = ((video.transpose(1, 2, 3, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    imgs = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=160, loop=0)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _strip(video: np.ndarray) -> str:
+    """(3, F, H, W) → base64 PNG of the frames side by side, native resolution."""
+    from PIL import Image
+
+    frames = ((video.transpose(1, 2, 3, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    h, w = frames.shape[1:3]
+    strip = np.full((h, (w + 1) * len(frames) - 1, 3), 255, np.uint8)
+    for i, f in enumerate(frames):
+        strip[:, i * (w + 1):i * (w + 1) + w] = f
+    buf = io.BytesIO()
+    Image.fromarray(strip).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _samples(row: pd.Series) -> tuple[np.ndarray, list[str], list[int]] | None:
+    path = Path(row["run_dir"]) / "samples" / f"{row['row_id']}.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        return f.get_tensor("videos"), json.loads(meta.get("prompts", "[]")), json.loads(meta.get("seeds", "[]"))
+
+
+def _cell(v) -> tuple[str, str]:
+    """(display text, sort key) of a table cell."""
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return "", ""
+        return f"{v:.4g}", repr(float(v))
+    if isinstance(v, (int, np.integer)):
+        return str(v), str(int(v))
+    return str(v), str(v)
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px}
+.plots{display:flex;flex-wrap:wrap;gap:16px}
+svg.pareto{background:#fff;border:1px solid #ddd}
+svg .title{font-weight:600;font-size:14px}svg .tick{font-size:11px;fill:#555}
+svg .axis{font-size:12px}svg .label{font-size:10px;fill:#333}svg .legend{font-size:11px}
+svg .frame{fill:none;stroke:#999}svg .grid{stroke:#eee}
+svg .front{fill:none;stroke:#444;stroke-width:1.5;stroke-dasharray:5 3}
+svg .on-front circle{stroke:#000;stroke-width:1.5}
+table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}td.text{text-align:left}
+tr.front td:first-child{font-weight:600}
+.samples td{text-align:center;vertical-align:top}.samples img{image-rendering:pixelated;zoom:4}
+.samples img.strip{zoom:3}
+.prompt{max-width:220px;text-align:left;font-size:12px}
+pre{background:#f8f8f8;padding:8px;overflow:auto;max-height:400px;font-size:11px}
+.note{color:#666;font-size:12px}
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function(th, col){
+  th.addEventListener('click', function(){
+    var body = th.closest('table').tBodies[0];
+    var asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function(a, b){
+      var x = a.cells[col].dataset.key, y = b.cells[col].dataset.key;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function(r){ body.appendChild(r); });
+  });
+});
+"""
+
+
+def build_report(runs: list[str | Path], out: str | Path, metric: str | None = None) -> tuple[Path, Path]:
+    """Write ``report.csv`` and ``report.html`` for ``runs`` into ``out``; returns both paths."""
+    df = load_runs(runs)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"cannot write to the report folder {out}: {e.strerror or e}") from None
+    metric = metric or next((m for m in QUALITY_METRICS if m in df), None)
+    if metric is None or metric not in df:
+        numeric = [c for c in df.select_dtypes("number").columns]
+        raise ReportError(f"quality metric {metric!r} is not in the results; choose one of {numeric}")
+    label = df["run"] + "/" + df["row_id"] if df["run"].nunique() > 1 else df["row_id"]
+    df["label"] = label
+    df["pareto_latency"] = pareto_front(df["latency_total_s"].tolist(), df[metric].tolist())
+    df["pareto_nfe"] = pareto_front(df["effective_nfe"].tolist(), df[metric].tolist())
+    csv = df.drop(columns=["label"]).copy()
+    csv["run_card"] = [os.path.relpath(Path(d) / c, out) for d, c in zip(df["run_dir"], df["run_card"])]
+    csv = csv.drop(columns=["run_dir"])
+    csv_path = out / "report.csv"
+    csv.to_csv(csv_path, index=False)
+
+    def points(cost: str, front: str) -> list[dict]:
+        return [{"x": float(r[cost]), "y": float(r[metric]), "label": r["label"], "short": r["row_id"],
+                 "group": r["method"], "front": bool(r[front])} for _, r in df.iterrows()]
+
+    plot_lat = scatter_svg(points("latency_total_s", "pareto_latency"), "latency per clip (s)", metric,
+                           f"{metric} vs latency")
+    plot_nfe = scatter_svg(points("effective_nfe", "pareto_nfe"), "effective NFE (counted)", metric,
+                           f"{metric} vs effective NFE")
+    html = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench report</title>"
+            f"<style>{STYLE}</style></head><body>",
+            "<h1>tmd-bench report</h1>",
+            f"<p class='note'>Runs: {escape(', '.join(sorted(df['run'].unique())))}. Teacher(s): "
+            f"{escape(', '.join(sorted(df['teacher'].astype(str).unique())))}. Quality axis: <b>{escape(metric)}</b>. "
+            "NFE is counted by hooks on the network, effective NFE = DiT blocks executed ÷ L; latency is the "
+            "median end-to-end time per clip (text encoding + denoising + decoding) after warm-up.</p>",
+            "<h2>Speed / quality</h2><div class='plots'>", plot_lat, plot_nfe, "</div>"]
+
+    shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
+                         "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
+                         "latency_total_s", "fps", metric] if c in df]
+    extra = [c for c in df.columns if c.startswith("acc_") or c in (
+        "subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
+        "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "fd", "vbench_quality",
+        "vbench_semantic", "vbench_total") and c not in shown]
+    cols = shown + extra
+    html.append("<h2>Results</h2><p class='note'>Click a column to sort. Bold: on the Pareto front "
+                "of quality vs latency.</p><table class='sortable'><thead><tr>")
+    html += [f"<th>{escape(c)}</th>" for c in cols]
+    html.append("</tr></thead><tbody>")
+    for _, r in df.iterrows():
+        html.append(f"<tr class='{'front' if r['pareto_latency'] else ''}'>")
+        for c in cols:
+            text, key = _cell(r[c])
+            cls = " class='text'" if isinstance(r[c], str) else ""
+            html.append(f"<td{cls} data-key='{escape(key)}'>{escape(text)}</td>")
+        html.append("</tr>")
+    html.append("</tbody></table>")
+
+    # Samples: the same prompts and seeds, every configuration side by side.
+    samples = {r["label"]: _samples(r) for _, r in df.iterrows()}
+    samples = {k: v for k, v in samples.items() if v is not None}
+    if samples:
+        ref_prompts, ref_seeds = next(iter(samples.values()))[1:]
+        html.append("<h2>Samples</h2><p class='note'>Each column is one configuration; each row one prompt "
+                    "and seed (the same initial noise for every configuration).</p>"
+                    "<div style='overflow-x:auto'><table class='samples'><thead><tr><th>prompt (seed)</th>")
+        html += [f"<th>{escape(k)}</th>" for k in samples]
+        html.append("</tr></thead><tbody>")
+        for i, (p, s) in enumerate(zip(ref_prompts, ref_seeds)):
+            html.append(f"<tr><td class='prompt'>{escape(p)} ({s})</td>")
+            for k, (videos, prompts, seeds) in samples.items():
+                if i < len(prompts) and prompts[i] == p and seeds[i] == s:
+                    html.append(f"<td><img alt='{escape(k)}: {escape(p)}' src='data:image/gif;base64,{_gif(videos[i])}'></td>")
+                else:
+                    html.append("<td class='note'>not sampled</td>")
+            html.append("</tr>")
+        html.append("</tbody></table></div>")
+        html.append("<details><summary>Frame strips</summary><table class='samples'>")
+        for k, (videos, prompts, seeds) in samples.items():
+            html.append(f"<tr><td class='prompt'>{escape(k)}</td><td>")
+            html += [f"<img class='strip' alt='{escape(k)} frames' src='data:image/png;base64,{_strip(v)}'><br>"
+                     for v in videos]
+            html.append("</td></tr>")
+        html.append("</table></details>")
+
+    html.append("<h2>Run cards</h2>")
+    for _, r in df.iterrows():
+        card_path = Path(r["run_dir"]) / str(r["run_card"])
+        card = card_path.read_text() if card_path.is_file() else f"(missing: {card_path})"
+        html.append(f"<details><summary>{escape(r['label'])}</summary><pre>{escape(card)}</pre></details>")
+    html.append(f"<script>{SORT_SCRIPT}</script></body></html>")
+    html_path = out / "report.html"
+    html_path.write_text("".join(html), encoding="utf-8")
+    return csv_path, html_path

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from tmd_bench import harness
+
+
+@pytest.mark.parametrize("solver", harness.SOLVERS)
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_counted_nfe_equals_declared(shapes_teacher, solver, guidance, steps):
+    m = harness.teacher_method(shapes_teacher, solver, guidance)
+    prompts = ["a small red circle moving left on a black background"] * 3
+    gen = harness.generate(m, shapes_teacher, prompts, [0, 1, 2], steps, batch_size=2)
+    assert gen.nfe_counted == m.declared_nfe(steps)
+    assert gen.effective_nfe_counted == m.declared_effective_nfe(steps)
+    assert gen.videos.shape == (3, 3, 8, 24, 24)
+
+
+def test_counter_counts_rows_and_blocks(shapes_teacher):
+    tr = shapes_teacher.transformer
+    text = shapes_teacher.encode_text(["a", "b", "c"])
+    with harness.Counter(tr, list(tr.blocks)) as c:
+        shapes_teacher.velocity(torch.zeros(3, 3, 8, 24, 24), torch.tensor(0.5), text)
+    assert c.network_rows == 3 and c.block_rows == 3 * len(tr.blocks)
+    shapes_teacher.velocity(torch.zeros(1, 3, 8, 24, 24), torch.tensor(0.5), text[:1])
+    assert c.network_rows == 3  # hooks are gone after the block
+
+
+def test_sampling_is_reproducible_and_independent_of_batching(shapes_teacher):
+    m = harness.teacher_method(shapes_teacher, "euler")
+    prompts = [f"a small {c} circle moving left on a black background" for c in ("red", "green", "blue")]
+    a = harness.generate(m, shapes_teacher, prompts, [10, 11, 12], 2, batch_size=3).videos
+    b = harness.generate(m, shapes_teacher, prompts, [10, 11, 12], 2, batch_size=1).videos
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    c = harness.generate(m, shapes_teacher, prompts[:1], [99], 2).videos
+    assert (a[0] - c[0]).abs().max() > 1e-3
+
+
+def test_latency_stages_add_up(shapes_teacher):
+    m = harness.teacher_method(shapes_teacher, "euler")
+    lat = harness.measure_latency(m, shapes_teacher, "a small red circle moving left on a black background", 0, 2,
+                                  warmup=1, repeats=3)
+    assert lat.repeats == 3 and lat.denoise_s > 0 and lat.text_s > 0 and lat.decode_s >= 0
+    assert lat.total_s >= lat.denoise_s
+    assert lat.peak_memory_mb > 0
+    cols = lat.columns(frames=8)
+    assert cols["fps"] == pytest.approx(8 / lat.total_s)
+
+
+def test_unknown_solver_is_an_error(shapes_teacher):
+    with pytest.raises(ValueError, match="unknown solver"):
+        harness.teacher_method(shapes_teacher, "heun")

@@ -1,0 +1,3 @@
+from tmd_bench.cli import main
+
+main()

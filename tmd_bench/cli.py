@@ -1,0 +1,213 @@
+"""The `tmd-bench` command line: evaluate, report, teacher training, demo.
+
+Errors a user can fix (unknown teacher, missing weights, malformed prompts, bad options,
+unwritable folders, incompatible checkpoints) print one clear message and exit with status 2;
+nothing else is lost (evaluation rows and training checkpoints are written as they complete).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluation-first benchmarking and distillation for few-step video diffusion.")
+teacher_app = typer.Typer(no_args_is_help=True, help="Teachers: list them, train the Shapes teacher.")
+app.add_typer(teacher_app, name="teacher")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _cuda() -> bool:
+    if os.environ.get("TMD_BENCH_DEVICE"):
+        return os.environ["TMD_BENCH_DEVICE"].startswith("cuda")
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no torch, no CUDA
+        return False
+
+
+def user_errors(fn):
+    """Turn the toolkit's user-facing exceptions into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tmd_bench.checkpoint import IncompatibleCheckpoint
+        from tmd_bench.reports.html import ReportError
+        from tmd_bench.suites import SuiteError
+        from tmd_bench.teachers import TeacherNotFound
+
+        try:
+            return fn(*args, **kwargs)
+        except (TeacherNotFound, SuiteError, ReportError, IncompatibleCheckpoint, PermissionError,
+                FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
+            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: completed rows and checkpoints are on disk; "
+                          "re-run (training: with --resume) to continue.")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _steps(value: str) -> list[int]:
+    from tmd_bench.evaluate import parse_steps
+
+    try:
+        return parse_steps(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _checkpoints(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise typer.BadParameter(f"--checkpoint takes METHOD=FOLDER, got {v!r}")
+        k, p = v.split("=", 1)
+        out[k] = p
+    return out
+
+
+@app.command()
+@user_errors
+def evaluate(
+    teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Folder with the teacher in the diffusers layout "
+                                                "(default: shipped shapes teacher / Hugging Face cache)."),
+    methods: str = typer.Option("teacher-euler", help="Comma-separated methods: teacher-euler, teacher-unipc, "
+                                "teacher-euler-nocfg, … and distilled ones with --checkpoint."),
+    steps: str = typer.Option("1,2,4,8,50", help="Comma-separated step counts (outer steps M for TMD)."),
+    prompts: Optional[str] = typer.Option(None, help="Prompt suite: a built-in name (shapes-eval, shapes-novel) "
+                                          "or a .txt/.jsonl file. Default: the teacher's own suite."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N prompts of the suite."),
+    seed: int = typer.Option(0, help="Base seed: clip i uses seed + i."),
+    batch_size: int = typer.Option(32, help="Clips generated per batch (quality pass)."),
+    guidance: Optional[float] = typer.Option(None, help="CFG scale for teacher solvers (default: the teacher's)."),
+    shift: Optional[float] = typer.Option(None, help="Timestep shift for teacher solvers (default: the teacher's)."),
+    latency_warmup: int = typer.Option(1, help="Untimed warm-up generations before timing."),
+    latency_repeats: int = typer.Option(3, help="Timed generations (the median is reported)."),
+    preview: int = typer.Option(4, help="Clips per configuration kept for the report's side-by-side samples."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu", help="torch device."),
+    frames: Optional[int] = typer.Option(None, help="Video frames (Wan teachers; default 81)."),
+    height: Optional[int] = typer.Option(None, help="Video height (Wan teachers; default 480)."),
+    width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
+    checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
+    out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
+):
+    """Sample a prompt suite with each method × step count; write results.csv and run cards."""
+    from tmd_bench.evaluate import EvalConfig, evaluate as run_eval
+
+    cfg = EvalConfig(teacher=teacher, teacher_path=str(teacher_path) if teacher_path else None,
+                     methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
+                     prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
+                     shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
+                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), out=str(out))
+    run_eval(cfg, console=out_console)
+    out_console.print(f"results: {out / 'results.csv'}")
+
+
+@app.command()
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders written by `tmd-bench evaluate`."),
+    out: Path = typer.Option(Path("runs/report"), help="Folder for report.csv and report.html."),
+    metric: Optional[str] = typer.Option(None, help="Quality axis (default: all_correct on Shapes)."),
+):
+    """Merge runs into report.csv and a self-contained report.html with Pareto plots."""
+    from tmd_bench.reports.html import build_report
+
+    csv_path, html_path = build_report(runs, out, metric)
+    out_console.print(f"report: {html_path}\ntable:  {csv_path}")
+
+
+@teacher_app.command("list")
+def teacher_list():
+    """List the known teachers and where their files come from."""
+    from rich.table import Table
+
+    from tmd_bench.teachers import TEACHERS
+
+    t = Table()
+    for c in ("teacher", "description", "source"):
+        t.add_column(c)
+    for name, spec in TEACHERS.items():
+        t.add_row(name, spec.description, spec.repo_id or "shipped with tmd-bench")
+    out_console.print(t)
+
+
+@teacher_app.command("train")
+@user_errors
+def teacher_train(
+    out: Path = typer.Option(Path("runs/shapes-teacher"), help="Training folder (checkpoints, log.csv)."),
+    steps: int = typer.Option(12000, help="Total optimiser steps."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    checkpoint_every: int = typer.Option(250),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    export: bool = typer.Option(False, help="When done, install the EMA weights as the shipped shapes teacher."),
+):
+    """Train the Shapes teacher (rectified flow, CFG dropout); resumable."""
+    import shutil
+
+    from tmd_bench.teacher_train import TeacherTrainConfig, train_teacher
+    from tmd_bench.teachers import SHAPES_TEACHER_DIR
+
+    if steps < 1:
+        raise ValueError(f"--steps must be ≥ 1, got {steps}")
+    cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                             checkpoint_every=checkpoint_every, device=device)
+    t0 = time.time()
+    train_teacher(out, cfg, resume=resume)
+    out_console.print(f"trained to step {steps} in {time.time() - t0:.0f} s this session; teacher: {out / 'teacher'}")
+    if export:
+        if SHAPES_TEACHER_DIR.exists():
+            shutil.rmtree(SHAPES_TEACHER_DIR)
+        shutil.copytree(out / "teacher", SHAPES_TEACHER_DIR)
+        shutil.copy(out / "log.csv", SHAPES_TEACHER_DIR / "training_log.csv")
+        out_console.print(f"installed as the shipped shapes teacher: {SHAPES_TEACHER_DIR}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and report."),
+    steps: str = typer.Option("1,2,4,8,50", help="Teacher step sweep."),
+    limit: Optional[int] = typer.Option(None, help="Prompts from the evaluation suite (default: all)."),
+):
+    """The main job on the embedded default: evaluate the shipped shapes teacher, write the report."""
+    from tmd_bench.evaluate import EvalConfig, evaluate as run_eval
+    from tmd_bench.reports.html import build_report
+
+    t0 = time.time()
+    teacher_run = out / "teacher"
+    run_eval(EvalConfig(methods=["teacher-euler", "teacher-unipc"], steps=_steps(steps), limit=limit,
+                        out=str(teacher_run)), console=out_console)
+    csv_path, html_path = build_report([teacher_run], out / "report")
+    out_console.print(f"\n[bold green]demo done[/] in {time.time() - t0:.0f} s\nreport: {html_path.resolve()}\n"
+                      f"table:  {csv_path.resolve()}")
+
+
+def main() -> None:  # python -m tmd_bench
+    app(prog_name="tmd-bench")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""`tmd-bench evaluate`: every method × step count through one harness, one tidy CSV row each.
+
+A run folder holds:
+
+- ``results.csv``: one row per configuration (the stable interface; columns in ``docs`` below);
+- ``cards/<row_id>.json``: the run card of each row (evaluation spec §4);
+- ``per_clip/<row_id>.csv``: what the oracle read from every clip;
+- ``samples/<row_id>.safetensors``: the preview clips (first ``--preview`` prompts), which the
+  report shows side by side.
+
+Rows are written as soon as each configuration finishes: an interrupted evaluation keeps them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+import tmd_bench
+from tmd_bench import harness, suites
+from tmd_bench.progress import progress_bar
+from tmd_bench.teachers import Teacher, load_teacher
+
+# Columns every results.csv has, in this order (others, e.g. per-metric ones, follow).
+CORE_COLUMNS = [
+    "row_id", "method", "steps", "nfe", "nfe_counted", "effective_nfe", "effective_nfe_declared",
+    "latency_text_s", "latency_denoise_s", "latency_decode_s", "latency_total_s", "latency_total_spread_s",
+    "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed",
+]
+
+MethodFactory = Callable[[Teacher, "EvalConfig", str], harness.Method]
+_FACTORIES: dict[str, MethodFactory] = {}
+
+
+def register_method(prefix: str, factory: MethodFactory) -> None:
+    """Make ``--methods <prefix>…`` resolvable (distilled methods register themselves here)."""
+    _FACTORIES[prefix] = factory
+
+
+def _teacher_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    parts = name.split("-")  # teacher-<solver>[-nocfg]
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "nocfg"):
+        raise ValueError(f"unknown method {name!r}; teacher methods are teacher-<solver>[-nocfg] "
+                         f"with solver in {harness.SOLVERS}")
+    guidance = 1.0 if len(parts) == 3 else cfg.guidance
+    return harness.teacher_method(teacher, parts[1], guidance, cfg.shift)
+
+
+register_method("teacher", _teacher_factory)
+
+
+def resolve_method(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    prefix = name.split("-", 1)[0]
+    if prefix not in _FACTORIES:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(_FACTORIES))} "
+                         f"(e.g. teacher-euler, teacher-unipc, teacher-euler-nocfg)")
+    return _FACTORIES[prefix](teacher, cfg, name)
+
+
+@dataclass
+class EvalConfig:
+    teacher: str = "shapes"
+    teacher_path: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["teacher-euler"])
+    steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 50])
+    prompts: str | None = None  # suite name or file; None: the teacher's default suite
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 32
+    guidance: float | None = None
+    shift: float | None = None
+    latency_warmup: int = 1
+    latency_repeats: int = 3
+    preview: int = 4
+    device: str = "cpu"
+    frames: int | None = None  # video size overrides (default: the teacher's)
+    height: int | None = None
+    width: int | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
+    out: str = "runs/eval"
+
+    def validate(self) -> None:
+        if not self.steps:
+            raise ValueError("--steps needs at least one step count")
+        bad = [s for s in self.steps if s < 1]
+        if bad:
+            raise ValueError(f"--steps must be positive integers, got {bad[0]}")
+        if not self.methods:
+            raise ValueError("--methods needs at least one method")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be ≥ 1, got {self.limit}")
+        for name in ("frames", "height", "width"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"--{name} must be ≥ 1, got {v}")
+        if self.batch_size < 1 or self.latency_repeats < 1 or self.latency_warmup < 0:
+            raise ValueError("--batch-size and --latency-repeats must be ≥ 1, --latency-warmup ≥ 0")
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"1,2,4"`` → ``[1, 2, 4]``; anything else is a ValueError that says what is expected."""
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--steps takes comma-separated positive integers (e.g. 1,2,4,50), got {text!r}") from None
+    if not steps:
+        raise ValueError(f"--steps takes comma-separated positive integers (e.g. 1,2,4,50), got {text!r}")
+    for s in steps:
+        if s < 1:
+            raise ValueError(f"--steps must be positive integers, got {s}")
+    return steps
+
+
+def default_suite(teacher_spec) -> str:
+    return "shapes-eval" if teacher_spec.world == "shapes" else "general"
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create the run folder and prove it is writable before any compute is spent."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
+    return out
+
+
+def git_commit() -> str:
+    try:
+        root = Path(tmd_bench.__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0:
+            return sha.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def environment(device: torch.device) -> dict:
+    from importlib.metadata import version
+
+    hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    sw = {"python": platform.python_version(), "torch": torch.__version__, "tmd_bench": tmd_bench.__version__}
+    for pkg in ("diffusers", "transformers"):
+        sw[pkg] = version(pkg)
+    return {"hardware": hw, "software": sw}
+
+
+def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
+    args = ["tmd-bench", "evaluate", "--teacher", cfg.teacher, "--methods", method, "--steps", str(steps),
+            "--prompts", cfg.prompts or "", "--seed", str(cfg.seed)]
+    for flag, v in (("--teacher-path", cfg.teacher_path), ("--limit", cfg.limit), ("--guidance", cfg.guidance),
+                    ("--shift", cfg.shift), ("--frames", cfg.frames), ("--height", cfg.height),
+                    ("--width", cfg.width)):
+        if v is not None:
+            args += [flag, str(v)]
+    for m, p in cfg.checkpoints.items():
+        if m == method.split("-", 1)[0]:
+            args += ["--checkpoint", f"{m}={p}"]
+    return shlex.join(args)
+
+
+def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
+    """Run the evaluation described by ``cfg``; returns the results table (also on disk)."""
+    cfg.validate()
+    out = prepare_out(cfg.out)
+    device = torch.device(cfg.device)
+    teacher = teacher or load_teacher(cfg.teacher, cfg.teacher_path, device=device)
+    size = {k: v for k, v in (("frames", cfg.frames), ("height", cfg.height), ("width", cfg.width)) if v}
+    if size:
+        if teacher.spec.world == "shapes":
+            raise ValueError("the Shapes teacher samples at its trained size; --frames/--height/--width are for Wan teachers")
+        teacher.spec = replace(teacher.spec, **size)
+    cfg.prompts = cfg.prompts or default_suite(teacher.spec)
+    suite = suites.load_suite(cfg.prompts).head(cfg.limit)
+    if teacher.spec.world == "shapes":
+        suites.check_world_prompts(suite)
+    methods = [resolve_method(teacher, cfg, m) for m in cfg.methods]
+    prompts, seeds = list(suite.prompts), suite.seeds(cfg.seed)
+    env = environment(device)
+    results_path = out / "results.csv"
+    rows: list[dict] = pd.read_csv(results_path).to_dict("records") if results_path.exists() else []
+    for d in ("cards", "per_clip", "samples"):
+        (out / d).mkdir(exist_ok=True)
+
+    total = len(methods) * len(cfg.steps) * len(prompts)
+    with progress_bar() as bar:
+        task = bar.add_task("evaluate", total=total, status="")
+        for method in methods:
+            for steps in cfg.steps:
+                row_id = f"{method.name}-{method.columns(steps).get('config_label', f's{steps}')}"
+                bar.update(task, status=row_id)
+                gen = harness.generate(method, teacher, prompts, seeds, steps, cfg.batch_size,
+                                       on_batch=lambda n: bar.advance(task, n))
+                lat = harness.measure_latency(method, teacher, prompts[0], seeds[0], steps,
+                                              cfg.latency_warmup, cfg.latency_repeats)
+                row = {
+                    "row_id": row_id, "method": method.name,
+                    "steps": steps, "nfe": method.declared_nfe(steps), "nfe_counted": gen.nfe_counted,
+                    "effective_nfe": gen.effective_nfe_counted,
+                    "effective_nfe_declared": method.declared_effective_nfe(steps),
+                    **lat.columns(teacher.spec.frames), "teacher": teacher.name, "suite": suite.name,
+                    "num_clips": len(prompts), "seed": cfg.seed,
+                    **{k: v for k, v in method.columns(steps).items() if k != "config_label"},
+                }
+                per_clip: list[dict] = []
+                metric_impls = {}
+                if teacher.spec.world == "shapes":
+                    from tmd_bench.metrics import shapes
+
+                    agg, per_clip = shapes.evaluate_clips(gen.videos, prompts)
+                    row.update(agg)
+                    metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None}
+                row["run_card"] = f"cards/{row_id}.json"
+                card = {
+                    "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": git_commit(),
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "method": method.name, "config": method.config(steps),
+                    "teacher": {"name": teacher.name, "path": str(teacher.path),
+                                "checkpoint_sha256": teacher.checkpoint_hash(),
+                                "dtype": str(teacher.dtype).replace("torch.", "")},
+                    "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256,
+                              "num_prompts": len(prompts)},
+                    "seeds": {"base": cfg.seed, "rule": "clip i uses seed base + i for its initial noise"},
+                    "videos_per_prompt": 1,
+                    "video": {"frames": teacher.spec.frames, "height": teacher.spec.height,
+                              "width": teacher.spec.width},
+                    "latency_protocol": {"warmup": lat.warmup, "repeats": lat.repeats, "batch_size": lat.batch_size,
+                                         "statistic": "median; spread = max − min of total",
+                                         "synchronised": device.type == "cuda", "memory": lat.memory_kind,
+                                         "attention_backend": "torch SDPA (default choice)", "torch_compile": False},
+                    "metrics": metric_impls, **env,
+                    "command": reproduce_command(cfg, method.name, steps),
+                    "results": row,
+                }
+                (out / "cards" / f"{row_id}.json").write_text(json.dumps(card, indent=2, default=str))
+                if per_clip:
+                    pd.DataFrame([{"prompt": c["prompt"], "seed": s, "all_correct": c["all_correct"],
+                                   **{f"read_{k}": v for k, v in c["read"].items()}}
+                                  for c, s in zip(per_clip, seeds)]).to_csv(out / "per_clip" / f"{row_id}.csv", index=False)
+                k = min(cfg.preview, len(prompts))
+                save_file({"videos": gen.videos[:k].contiguous()}, str(out / "samples" / f"{row_id}.safetensors"),
+                          metadata={"prompts": json.dumps(prompts[:k]), "seeds": json.dumps(seeds[:k])})
+                rows = [r for r in rows if r["row_id"] != row_id] + [row]
+                write_results(rows, results_path)
+    df = pd.read_csv(results_path)
+    if console is not None:
+        print_table(df, console)
+    return df
+
+
+def write_results(rows: list[dict], path: Path) -> None:
+    df = pd.DataFrame(rows)
+    cols = [c for c in CORE_COLUMNS if c in df] + [c for c in df if c not in CORE_COLUMNS]
+    tmp = path.with_suffix(".csv.tmp")
+    df[cols].to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def print_table(df: pd.DataFrame, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="tmd-bench evaluate")
+    cols = [("row_id", "config"), ("nfe", "NFE"), ("nfe_counted", "counted"), ("effective_nfe", "eff. NFE"),
+            ("latency_total_s", "latency s"), ("all_correct", "all-correct"), ("acc_shape", "shape"),
+            ("acc_motion", "motion"), ("sharpness", "sharpness")]
+    cols = [(k, h) for k, h in cols if k in df]
+    for _, h in cols:
+        t.add_column(h, justify="left" if h == "config" else "right")
+    for _, r in df.iterrows():
+        t.add_row(*[str(r[k]) if isinstance(r[k], str) else f"{r[k]:.3g}" for k, _ in cols])
+    console.print(t)
+
+
+def command_line() -> str:
+    return shlex.join(["tmd-bench", *sys.argv[1:]])
+

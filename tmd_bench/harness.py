@@ -1,0 +1,203 @@
+"""The sampler harness: every method generates through here, so its costs are measured the same way.
+
+- :class:`Counter` hooks a network and its blocks: **NFE** (network rows ÷ clips) and **effective
+  NFE** (block rows ÷ (L · clips)) are counted facts, not declarations. A CFG step's batched
+  cond/uncond pass is 2B rows, so it counts 2.
+- :func:`measure_latency` times the stages (text encoding, denoising, decoding, total) after
+  warm-up, over repeats, with device synchronisation around each stage.
+- A :class:`Method` turns (noise, text) into latents at a given step count; teacher solvers
+  live here, distilled methods register themselves from ``tmd_bench.distill``.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from tmd_bench import sampling
+from tmd_bench.teachers import Teacher
+
+
+class Counter:
+    """Counts rows through a network and through each of its blocks while active.
+
+    ``with Counter(net, blocks) as c: …`` then ``c.network_rows``, ``c.block_rows``.
+    """
+
+    def __init__(self, network: torch.nn.Module, blocks: list[torch.nn.Module]):
+        self.network, self.blocks = network, list(blocks)
+        self.network_rows = 0
+        self.block_rows = 0
+        self._handles: list = []
+
+    @staticmethod
+    def _rows(args, kwargs) -> int:
+        x = args[0] if args else next(iter(kwargs.values()))
+        return int(x.shape[0])
+
+    def _on_network(self, module, args, kwargs):
+        self.network_rows += self._rows(args, kwargs)
+
+    def _on_block(self, module, args, kwargs):
+        self.block_rows += self._rows(args, kwargs)
+
+    def __enter__(self) -> "Counter":
+        self._handles.append(self.network.register_forward_pre_hook(self._on_network, with_kwargs=True))
+        for b in self.blocks:
+            self._handles.append(b.register_forward_pre_hook(self._on_block, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+@dataclass
+class Method:
+    """A way of turning noise into latents at a step count, with its declared costs.
+
+    ``sample(noise, text, negative, steps) -> latents``; ``network``/``blocks`` are what the
+    counter hooks; ``num_blocks`` is L for effective NFE.
+    """
+
+    name: str
+    sample: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+    declared_nfe: Callable[[int], float]
+    declared_effective_nfe: Callable[[int], float]
+    network: torch.nn.Module
+    blocks: list[torch.nn.Module]
+    config: Callable[[int], dict] = field(default=lambda steps: {})
+    columns: Callable[[int], dict] = field(default=lambda steps: {})  # extra CSV columns (e.g. inner_steps)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+
+SOLVERS = ("euler", "unipc")
+
+
+def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | None = None,
+                   shift: float | None = None) -> Method:
+    """The teacher at k steps: Euler or UniPC on the flow ODE, with Wan's shift and CFG."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+    w = teacher.spec.guidance if guidance is None else guidance
+    gamma = teacher.spec.shift if shift is None else shift
+    per_step = 1 if w == 1.0 else 2
+
+    def sample(noise, text, negative, steps):
+        v = sampling.guided(teacher.velocity, text, negative, w)
+        if solver == "euler":
+            return sampling.sample_euler(v, noise, sampling.euler_grid(steps, gamma))
+        return sampling.sample_unipc(v, noise, steps, gamma)
+
+    name = f"teacher-{solver}" + ("" if w != 1.0 else "-nocfg")
+    return Method(
+        name=name, sample=sample,
+        declared_nfe=lambda steps: steps * per_step,
+        declared_effective_nfe=lambda steps: steps * per_step,
+        network=teacher.transformer, blocks=list(teacher.transformer.blocks),
+        config=lambda steps: {"solver": solver, "steps": steps, "guidance": w, "shift": gamma},
+        columns=lambda steps: {"solver": solver, "guidance": w, "shift": gamma},
+    )
+
+
+def noise_for_seeds(teacher: Teacher, seeds: list[int]) -> torch.Tensor:
+    """Initial noise per clip from its own seed: a clip's sample does not depend on its batch."""
+    shape = teacher.latent_shape(1)[1:]
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
+        teacher.device, teacher.dtype)
+
+
+@dataclass
+class Generation:
+    videos: torch.Tensor  # (B, 3, F, H, W) in [−1, 1], on the CPU
+    nfe_counted: float
+    effective_nfe_counted: float
+
+
+def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[int], steps: int,
+             batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> Generation:
+    """Sample one clip per (prompt, seed) in batches, counting every network and block row."""
+    negative = teacher.encode_text([teacher.spec.negative_prompt])
+    out = []
+    with Counter(method.network, method.blocks) as count:
+        for i in range(0, len(prompts), batch_size):
+            p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
+            latents = method.sample(noise_for_seeds(teacher, s), teacher.encode_text(p), negative, steps)
+            out.append(teacher.decode(latents).float().cpu())
+            if on_batch:
+                on_batch(len(p))
+    n = len(prompts)
+    return Generation(torch.cat(out), count.network_rows / n, count.block_rows / (method.num_blocks * n))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Latency:
+    """Median seconds per stage over the timed repeats, plus spread (max − min) of the total."""
+
+    text_s: float
+    denoise_s: float
+    decode_s: float
+    total_s: float
+    total_spread_s: float
+    repeats: int
+    warmup: int
+    batch_size: int
+    peak_memory_mb: float
+    memory_kind: str
+
+    def columns(self, frames: int) -> dict:
+        return {
+            "latency_text_s": self.text_s, "latency_denoise_s": self.denoise_s,
+            "latency_decode_s": self.decode_s, "latency_total_s": self.total_s,
+            "latency_total_spread_s": self.total_spread_s,
+            "fps": frames * self.batch_size / self.total_s if self.total_s > 0 else float("nan"),
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+
+
+def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, steps: int,
+                    warmup: int = 1, repeats: int = 3, batch_size: int = 1) -> Latency:
+    """Time one generation end to end, stage by stage (evaluation spec §1)."""
+    device = teacher.device
+    prompts, seeds = [prompt] * batch_size, [seed] * batch_size
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        text = teacher.encode_text(prompts)
+        negative = teacher.encode_text([teacher.spec.negative_prompt])
+        _sync(device)
+        t1 = time.perf_counter()
+        latents = method.sample(noise_for_seeds(teacher, seeds), text, negative, steps)
+        _sync(device)
+        t2 = time.perf_counter()
+        teacher.decode(latents)
+        _sync(device)
+        t3 = time.perf_counter()
+        if i >= warmup:
+            runs.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+    med = [statistics.median(r[k] for r in runs) for k in range(4)]
+    totals = [r[3] for r in runs]
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak, kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
+    return Latency(*med, max(totals) - min(totals), repeats, warmup, batch_size, peak, kind)

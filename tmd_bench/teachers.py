@@ -1,0 +1,350 @@
+"""Teachers: one adapter over the diffusers Wan layout, for the Shapes teacher and Wan2.1 alike.
+
+A teacher folder has the diffusers layout ``transformer/``, ``text_encoder/``, ``tokenizer/``,
+``scheduler/``, optionally ``vae/`` (absent: identity codec, pixel space) and ``model_index.json``.
+``tmd_bench.json`` beside them, when present, records the world, the video size and sampling
+defaults. The same :func:`load_teacher` serves ``--teacher shapes`` (shipped with the package),
+``--teacher wan2.1-1.3b`` / ``wan2.1-14b`` (Hugging Face cache) and ``--teacher-path DIR``.
+
+Nothing here touches the network: Hub look-ups are ``local_files_only``, and a missing
+checkpoint is a :class:`TeacherNotFound` whose message says what to download and how.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).parent / "assets"
+SHAPES_TEACHER_DIR = ASSETS / "shapes-teacher"
+META_FILE = "tmd_bench.json"
+
+# Wan2.1's default negative prompt (from the Wan repository), used for CFG on Wan teachers.
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, "
+    "static, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
+    "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, "
+    "fused fingers, still picture, messy background, three legs, many people in the background, "
+    "walking backwards"
+)
+
+
+class TeacherNotFound(FileNotFoundError):
+    """A teacher's files are not on this machine. The message says how to get them."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher is and how it samples by default."""
+
+    name: str
+    description: str
+    repo_id: str | None = None  # Hugging Face repository of the diffusers-format checkpoint
+    world: str | None = None  # "shapes" when the Shapes oracle can score its samples
+    frames: int = 81
+    height: int = 480
+    width: int = 832
+    shift: float = 5.0  # Wan's sampling shift
+    guidance: float = 5.0  # CFG scale
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    max_sequence_length: int = 512
+    vae_stride: tuple[int, int, int] = (4, 8, 8)  # (time, height, width); (1, 1, 1) = identity codec
+
+
+TEACHERS: dict[str, TeacherSpec] = {
+    "shapes": TeacherSpec(
+        name="shapes",
+        description="Wan-architecture miniature trained on the Shapes world (ships with tmd-bench)",
+        world="shapes",
+        frames=8, height=24, width=24,
+        shift=3.0, guidance=4.0, negative_prompt="", max_sequence_length=16,
+        vae_stride=(1, 1, 1),
+    ),
+    "wan2.1-1.3b": TeacherSpec(
+        name="wan2.1-1.3b",
+        description="Wan2.1 text-to-video 1.3B (diffusers format)",
+        repo_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    ),
+    "wan2.1-14b": TeacherSpec(
+        name="wan2.1-14b",
+        description="Wan2.1 text-to-video 14B (diffusers format)",
+        repo_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+    ),
+}
+
+
+def get_spec(name: str) -> TeacherSpec:
+    try:
+        return TEACHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown teacher {name!r}; known teachers: {', '.join(TEACHERS)}") from None
+
+
+def resolve_teacher_dir(name: str, path: str | Path | None = None) -> Path:
+    """The local folder holding ``name``'s files, without any network access."""
+    spec = get_spec(name)
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise TeacherNotFound(f"--teacher-path {folder}: no such folder")
+    elif name == "shapes":
+        folder = SHAPES_TEACHER_DIR
+        if not (folder / "transformer").is_dir():
+            raise TeacherNotFound(
+                f"the shipped shapes teacher is missing from {folder}; "
+                "recreate it with `tmd-bench teacher train --export`"
+            )
+    else:
+        folder = _hub_cache_dir(spec)
+    missing = [p for p in ("transformer/config.json", "text_encoder", "tokenizer") if not (folder / p).exists()]
+    if missing:
+        hint = f" (the {spec.repo_id} layout)" if spec.repo_id else ""
+        raise TeacherNotFound(
+            f"{folder} is not a diffusers Wan checkpoint folder{hint}: missing {', '.join(missing)}"
+        )
+    return folder
+
+
+def _hub_cache_dir(spec: TeacherSpec) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec.repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        raise TeacherNotFound(
+            f"teacher {spec.name!r} needs the checkpoint {spec.repo_id}, which is not in the local "
+            f"Hugging Face cache. Download it where you have network access:\n"
+            f"    huggingface-cli download {spec.repo_id} --local-dir /path/to/{spec.name}\n"
+            f"then pass --teacher-path /path/to/{spec.name} (or copy the Hugging Face cache here)."
+        ) from None
+
+
+class IdentityCodec(torch.nn.Module):
+    """Pixel-space 'codec' of the Shapes teacher: latents are the video."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.clamp(-1, 1)
+
+
+class WanCodec(torch.nn.Module):
+    """AutoencoderKLWan with Wan's per-channel latent normalisation (as in diffusers' WanPipeline)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
+        z = latents.to(self.vae.dtype) * std.to(self.vae.dtype) + mean.to(self.vae.dtype)
+        return self.vae.decode(z, return_dict=False)[0].clamp(-1, 1)
+
+
+@dataclass
+class Teacher:
+    """The teacher adapter every sampler, method and metric goes through."""
+
+    spec: TeacherSpec
+    transformer: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    codec: torch.nn.Module
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.transformer.blocks)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.config.in_channels
+
+    def latent_shape(self, batch: int, frames: int | None = None, height: int | None = None,
+                     width: int | None = None) -> tuple[int, ...]:
+        f, h, w = frames or self.spec.frames, height or self.spec.height, width or self.spec.width
+        st, sh, sw = self.spec.vae_stride
+        return (batch, self.latent_channels, (f - 1) // st + 1, h // sh, w // sw)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """UMT5 embeddings ``(B, max_sequence_length, D)``, zero past each prompt's end (Wan's
+        convention, from diffusers' WanPipeline)."""
+        n = self.spec.max_sequence_length
+        tok = self.tokenizer(prompts, padding="max_length", max_length=n, truncation=True,
+                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        hidden = self.text_encoder(ids, mask).last_hidden_state.to(self.dtype)
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Teacher velocity ``v(x_t, t, c) ≈ E[x1 − x | x_t]``; t in [0, 1] (Wan takes 1000·t)."""
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        return self.transformer(x.to(self.dtype), (1000 * t).to(self.dtype), text, return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(latents)
+
+    def checkpoint_hash(self) -> str:
+        return weights_hash(self.path / "transformer") if self.path else "unsaved"
+
+    def save(self, folder: str | Path, meta: dict | None = None) -> Path:
+        """Write the diffusers layout (safetensors everywhere) plus ``tmd_bench.json``."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+        self.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        FlowMatchEulerDiscreteScheduler(shift=self.spec.shift).save_pretrained(folder / "scheduler")
+        index = {
+            "_class_name": "WanPipeline",
+            "_diffusers_version": _version("diffusers"),
+            "transformer": ["diffusers", "WanTransformer3DModel"],
+            "text_encoder": ["transformers", "UMT5EncoderModel"],
+            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "vae": [None, None],
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        spec = {k: v for k, v in asdict(self.spec).items() if k not in ("name", "description", "repo_id")}
+        (folder / META_FILE).write_text(json.dumps({"teacher": self.spec.name, **spec, **(meta or {})}, indent=2))
+        self.path = folder
+        return folder
+
+
+def load_teacher(name: str = "shapes", path: str | Path | None = None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> Teacher:
+    """Load a teacher from its diffusers folder (see module docstring). Never downloads."""
+    import diffusers
+    import transformers
+    from diffusers import WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    spec = get_spec(name)
+    folder = resolve_teacher_dir(name, path)
+    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
+    overrides = {k: meta[k] for k in ("world", "frames", "height", "width", "shift", "guidance",
+                                      "negative_prompt", "max_sequence_length") if k in meta}
+    if "vae_stride" in meta:
+        overrides["vae_stride"] = tuple(meta["vae_stride"])
+    spec = replace(spec, **overrides)
+    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype,
+                                                        use_safetensors=True)
+    text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype,
+                                                    use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    if (folder / "vae").is_dir():
+        from diffusers import AutoencoderKLWan
+
+        # The Wan VAE decodes in float32 (its causal convolutions are sensitive to bf16).
+        codec: torch.nn.Module = WanCodec(AutoencoderKLWan.from_pretrained(folder, subfolder="vae",
+                                                                           torch_dtype=torch.float32,
+                                                                           use_safetensors=True))
+    else:
+        codec = IdentityCodec()
+    for module in (transformer, text_encoder, codec):
+        module.to(device).eval().requires_grad_(False)
+    return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta)
+
+
+def weights_hash(folder: Path) -> str:
+    """sha256 over a folder's safetensors files (names and bytes); 16 hex digits.
+
+    Files over 256 MiB are hashed by size plus their first and last 16 MiB, so hashing a 14B
+    checkpoint takes a second, not minutes; the prefix ``s`` marks such a sampled hash.
+    """
+    h, sampled = hashlib.sha256(), False
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        h.update(f.name.encode())
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size > 256 << 20:
+                sampled = True
+                h.update(str(size).encode())
+                h.update(fh.read(16 << 20))
+                fh.seek(-(16 << 20), 2)
+                h.update(fh.read())
+            else:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return ("s" if sampled else "") + h.hexdigest()[:16]
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the Shapes teacher from scratch (what `tmd-bench teacher train` starts from)
+
+SHAPES_TRANSFORMER_CONFIG = dict(
+    patch_size=(2, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=3, out_channels=3,
+    text_dim=64, freq_dim=256, ffn_dim=512, num_layers=8, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+)
+SHAPES_TEXT_CONFIG = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                          relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                          dropout_rate=0.0, feed_forward_proj="gated-gelu")
+
+
+def build_tokenizer(words: list[str], max_length: int):
+    """A word-level tokenizer over ``words``, built offline with the ``tokenizers`` library."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=max_length)
+
+
+def build_teacher(spec: TeacherSpec, transformer_config: dict, text_config: dict, words: list[str],
+                  seed: int = 0) -> Teacher:
+    """A randomly initialised Wan-architecture teacher with a frozen random UMT5 text encoder."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_tokenizer(words, spec.max_sequence_length)
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1,
+                                               decoder_start_token_id=0, **text_config)).eval()
+    text_encoder.requires_grad_(False)
+    transformer = WanTransformer3DModel(**transformer_config)
+    return Teacher(spec, transformer, text_encoder, tokenizer, IdentityCodec())
+
+
+def build_shapes_teacher(seed: int = 0) -> Teacher:
+    from tmd_bench import world
+
+    return build_teacher(TEACHERS["shapes"], SHAPES_TRANSFORMER_CONFIG, SHAPES_TEXT_CONFIG,
+                         world.vocabulary(), seed)
