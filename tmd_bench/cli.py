@@ -21,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 teacher_app = typer.Typer(no_args_is_help=True, help="Teachers: list them, train the Shapes teacher.")
 app.add_typer(teacher_app, name="teacher")
 console = Console(stderr=True)
-out_console = Console()
+# Tables are wide; when output goes to a file or CI log, don't squeeze them into 80 columns.
+out_console = Console(width=None if Console().is_terminal else 160)
 
 
 def _cuda() -> bool:
@@ -49,7 +50,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (TeacherNotFound, SuiteError, ReportError, IncompatibleCheckpoint, PermissionError,
                 FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
-            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False)
+            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: completed rows and checkpoints are on disk; "

@@ -211,6 +211,7 @@ class Teacher:
         """Write the diffusers layout (safetensors everywhere) plus ``tmd_bench.json``."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
+        _quiet_hub_progress()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
@@ -236,13 +237,10 @@ class Teacher:
 def load_teacher(name: str = "shapes", path: str | Path | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> Teacher:
     """Load a teacher from its diffusers folder (see module docstring). Never downloads."""
-    import diffusers
-    import transformers
     from diffusers import WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    _quiet_hub_progress()
     spec = get_spec(name)
     folder = resolve_teacher_dir(name, path)
     meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
@@ -291,6 +289,15 @@ def weights_hash(folder: Path) -> str:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
     return ("s" if sampled else "") + h.hexdigest()[:16]
+
+
+def _quiet_hub_progress() -> None:
+    """diffusers/transformers draw tqdm bars for every save and load; ours are rich bars."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _version(pkg: str) -> str:

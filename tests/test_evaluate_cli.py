@@ -1,0 +1,93 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tmd_bench.cli import app
+from tmd_bench.evaluate import CORE_COLUMNS
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("steps,msg", [("0", "positive integers"), ("abc", "comma-separated positive integers"),
+                                       ("1,-2", "positive integers"), (",", "comma-separated")])
+def test_bad_steps_are_rejected(steps, msg, tmp_path):
+    r = run("evaluate", "--steps", steps, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and msg in r.output
+
+
+def test_unknown_teacher_and_method(shapes_teacher_dir, tmp_path):
+    r = run("evaluate", "--teacher", "sora", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "unknown teacher 'sora'" in r.output
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "teacher-heun", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "unknown solver 'heun'" in r.output
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "sdxl", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "unknown method 'sdxl'" in r.output
+
+
+def test_missing_wan_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    r = run("evaluate", "--teacher", "wan2.1-14b", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "Wan-AI/Wan2.1-T2V-14B-Diffusers" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("content,suffix,msg", [
+    ("# only a comment\n\n", ".txt", "no prompts"),
+    ('{"prompt": "a small red circle moving left on a black background"}\n{oops\n', ".jsonl", "p.jsonl:2: not valid JSON"),
+    ('{"text": "x"}\n', ".jsonl", 'non-empty "prompt" string'),
+    ("a small red circle moving left on a black background\na photo of a cat\n", ".txt", "prompt 2: not a Shapes-world prompt"),
+])
+def test_malformed_and_empty_suites(content, suffix, msg, shapes_teacher_dir, tmp_path):
+    f = tmp_path / f"p{suffix}"
+    f.write_text(content)
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--prompts", f, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and msg in r.output.replace("\n", " "), r.output
+
+
+def test_missing_suite_names_the_builtin_ones(shapes_teacher_dir, tmp_path):
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--prompts", "nope", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "shapes-eval" in r.output
+
+
+def test_unwritable_output_folder_fails_before_any_work(shapes_teacher_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--out", blocker / "run")
+    assert r.exit_code == 2 and "cannot write to the output folder" in r.output
+
+
+def test_evaluate_writes_rows_cards_and_samples(shapes_teacher_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "teacher-euler,teacher-euler-nocfg",
+            "--steps", "1,2", "--limit", "5", "--batch-size", "2", "--latency-repeats", "1", "--out", out)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns[:len(CORE_COLUMNS)]) == CORE_COLUMNS
+    assert list(df["row_id"]) == ["teacher-euler-s1", "teacher-euler-s2", "teacher-euler-nocfg-s1",
+                                  "teacher-euler-nocfg-s2"]
+    assert list(df["nfe"]) == [2, 4, 1, 2] and (df["nfe"] == df["nfe_counted"]).all()
+    assert df["all_correct"].between(0, 1).all() and (df["num_clips"] == 5).all()
+    for c in ("acc_shape", "acc_motion", "subject_consistency", "sharpness", "latency_denoise_s"):
+        assert c in df
+    card = json.loads((out / df["run_card"][1]).read_text())
+    for key in ("git_commit", "teacher", "suite", "seeds", "latency_protocol", "hardware", "software", "command"):
+        assert key in card
+    assert card["config"]["steps"] == 2 and card["suite"]["name"] == "shapes-eval[:5]"
+    assert "--steps 2" in card["command"] and "--limit 5" in card["command"]
+    assert (out / "samples" / "teacher-euler-s1.safetensors").exists()
+    per_clip = pd.read_csv(out / "per_clip" / "teacher-euler-s1.csv")
+    assert len(per_clip) == 5 and "read_shape" in per_clip
+
+
+def test_rerunning_a_row_reproduces_it(shapes_teacher_dir, tmp_path):
+    args = ["evaluate", "--teacher-path", shapes_teacher_dir, "--steps", "2", "--limit", "3", "--latency-repeats", "1"]
+    run(*args, "--out", tmp_path / "a")
+    run(*args, "--out", tmp_path / "b")
+    a, b = pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv")
+    quality = [c for c in a.columns if c.startswith("acc_") or c in ("all_correct", "sharpness", "imaging_quality")]
+    pd.testing.assert_frame_equal(a[quality], b[quality])
