@@ -109,6 +109,7 @@ def evaluate(
     height: Optional[int] = typer.Option(None, help="Video height (Wan teachers; default 480)."),
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
+    inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
@@ -118,7 +119,7 @@ def evaluate(
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
                      prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
-                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), out=str(out))
+                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, out=str(out))
     run_eval(cfg, console=out_console)
     out_console.print(f"results: {out / 'results.csv'}")
 

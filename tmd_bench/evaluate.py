@@ -58,7 +58,18 @@ def _teacher_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.
     return harness.teacher_method(teacher, parts[1], guidance, cfg.shift)
 
 
+def _tmd_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    from tmd_bench.distill.tmd import load_student, tmd_method
+
+    if name != "tmd":
+        raise ValueError(f"unknown method {name!r}; did you mean 'tmd'?")
+    if "tmd" not in cfg.checkpoints:
+        raise ValueError("method 'tmd' needs a student: --checkpoint tmd=FOLDER (written by `tmd-bench distill`)")
+    return tmd_method(load_student(cfg.checkpoints["tmd"], teacher, teacher.device), cfg.inner_steps)
+
+
 register_method("teacher", _teacher_factory)
+register_method("tmd", _tmd_factory)
 
 
 def resolve_method(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
@@ -89,6 +100,7 @@ class EvalConfig:
     height: int | None = None
     width: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
+    inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
     out: str = "runs/eval"
 
     def validate(self) -> None:
@@ -170,7 +182,7 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
             "--prompts", cfg.prompts or "", "--seed", str(cfg.seed)]
     for flag, v in (("--teacher-path", cfg.teacher_path), ("--limit", cfg.limit), ("--guidance", cfg.guidance),
                     ("--shift", cfg.shift), ("--frames", cfg.frames), ("--height", cfg.height),
-                    ("--width", cfg.width)):
+                    ("--width", cfg.width), ("--inner-steps", cfg.inner_steps if method == "tmd" else None)):
         if v is not None:
             args += [flag, str(v)]
     for m, p in cfg.checkpoints.items():

@@ -63,12 +63,13 @@ class Counter:
 class Method:
     """A way of turning noise into latents at a step count, with its declared costs.
 
-    ``sample(noise, text, negative, steps) -> latents``; ``network``/``blocks`` are what the
-    counter hooks; ``num_blocks`` is L for effective NFE.
+    ``sample(noise, text, negative, steps, seeds) -> latents`` (``seeds``: one per clip, for
+    methods that draw fresh noise while sampling); ``network``/``blocks`` are what the counter
+    hooks; ``num_blocks`` is L for effective NFE.
     """
 
     name: str
-    sample: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+    sample: Callable[..., torch.Tensor]
     declared_nfe: Callable[[int], float]
     declared_effective_nfe: Callable[[int], float]
     network: torch.nn.Module
@@ -93,7 +94,7 @@ def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | No
     gamma = teacher.spec.shift if shift is None else shift
     per_step = 1 if w == 1.0 else 2
 
-    def sample(noise, text, negative, steps):
+    def sample(noise, text, negative, steps, seeds=None):
         v = sampling.guided(teacher.velocity, text, negative, w)
         if solver == "euler":
             return sampling.sample_euler(v, noise, sampling.euler_grid(steps, gamma))
@@ -132,7 +133,7 @@ def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[i
     with Counter(method.network, method.blocks) as count:
         for i in range(0, len(prompts), batch_size):
             p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
-            latents = method.sample(noise_for_seeds(teacher, s), teacher.encode_text(p), negative, steps)
+            latents = method.sample(noise_for_seeds(teacher, s), teacher.encode_text(p), negative, steps, s)
             out.append(teacher.decode(latents).float().cpu())
             if on_batch:
                 on_batch(len(p))
@@ -185,7 +186,7 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
         negative = teacher.encode_text([teacher.spec.negative_prompt])
         _sync(device)
         t1 = time.perf_counter()
-        latents = method.sample(noise_for_seeds(teacher, seeds), text, negative, steps)
+        latents = method.sample(noise_for_seeds(teacher, seeds), text, negative, steps, seeds)
         _sync(device)
         t2 = time.perf_counter()
         teacher.decode(latents)

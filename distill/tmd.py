@@ -1,0 +1,292 @@
+"""TMD: the backbone + flow-head student and its sampler (spec tmd.md §3–§6).
+
+The teacher's ``WanTransformer3DModel`` is split at block L − H:
+
+- **backbone** ``m = backbone(x_t, t, c)``: patch/rotary/time/text embedding and blocks
+  ``[0, L−H)``; runs once per outer step;
+- **flow head** ``head(y_s, s, r; m, c)``: ``y_s`` through the *shared* patch embedding, a gated
+  AdaLN fusion block into ``m``, blocks ``[L−H, L)`` and the output layers, with Wan's time
+  embedding of s plus a zero-initialised embedding of (s − r); runs N times per outer step.
+
+At initialisation the fusion adds nothing and the (s − r) embedding is zero, so the head computes
+what the teacher's last H blocks compute on the backbone features (tested: split forward equals
+the stock forward).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tmd_bench import flow
+from tmd_bench.distill import wan_parts as wp
+
+
+@dataclass(frozen=True)
+class TMDConfig:
+    """How the student is built and sampled. Names follow the paper: "M2-N2H5"."""
+
+    outer_steps: int = 2  # M
+    inner_steps: int = 2  # N
+    head_blocks: int = 5  # H
+    outer_shift: float = 10.0  # γ of the outer grid (5 for M ≥ 4)
+    inner_shift: float = 10.0  # γ of the inner grid
+
+    def validate(self, num_blocks: int) -> None:
+        if self.outer_steps < 1 or self.inner_steps < 1:
+            raise ValueError(f"TMD needs M ≥ 1 and N ≥ 1, got M={self.outer_steps}, N={self.inner_steps}")
+        if not 1 <= self.head_blocks < num_blocks:
+            raise ValueError(f"head blocks H must satisfy 1 ≤ H < L = {num_blocks} (the backbone needs at "
+                             f"least one block), got H={self.head_blocks}")
+
+    @property
+    def label(self) -> str:
+        return f"M{self.outer_steps}-N{self.inner_steps}H{self.head_blocks}"
+
+    def outer_grid(self, steps: int | None = None) -> torch.Tensor:
+        m = steps or self.outer_steps
+        return flow.time_grid(m, self.outer_shift if m < 4 else min(self.outer_shift, 5.0))
+
+    def inner_grid(self, steps: int | None = None) -> torch.Tensor:
+        return flow.time_grid(steps or self.inner_steps, self.inner_shift)
+
+
+def effective_nfe(outer: int, inner: int, head: int, blocks: int) -> float:
+    """Spec §6: DiT blocks executed ÷ L = ``M · (1 + (N − 1)·H / L)``."""
+    return outer * (1 + (inner - 1) * head / blocks)
+
+
+class FusionBlock(nn.Module):
+    """Brings ``y_s`` into the head input (the paper's gated fusion).
+
+    ``e = patch_embed(y_s)``; ``h = e + g(s)·MLP(LN(e)·(1 + a(s)) + b(s))`` (AdaLN, gated residual);
+    ``fused = m + σ(α)·W·h`` with W zero-initialised, so ``fused = m`` at initialisation.
+    """
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or 2 * dim
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.modulation = nn.Linear(dim, 3 * dim)  # shift, scale, gate from the embedding of s
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.out = nn.Linear(dim, dim)
+        self.alpha = nn.Parameter(torch.zeros(()))  # gate σ(α)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, m: torch.Tensor, e: torch.Tensor, temb_s: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.modulation(nn.functional.silu(temb_s)).unsqueeze(1).chunk(3, dim=-1)
+        h = e + gate * self.mlp(self.norm(e) * (1 + scale) + shift)
+        return m + torch.sigmoid(self.alpha) * self.out(h)
+
+
+class DeltaTimeEmbedding(nn.Module):
+    """Embedding of (s − r), added to Wan's time embedding of s; output layer zero-initialised."""
+
+    def __init__(self, freq_dim: int, dim: int):
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+        self.proj = Timesteps(num_channels=freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.embed = TimestepEmbedding(in_channels=freq_dim, time_embed_dim=dim)
+        nn.init.zeros_(self.embed.linear_2.weight)
+        nn.init.zeros_(self.embed.linear_2.bias)
+
+    def forward(self, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.embed(self.proj(1000 * delta).to(self.embed.linear_1.weight.dtype)).to(dtype)
+
+
+@dataclass
+class Features:
+    """What the backbone hands the head: m plus everything the head reuses (text, rotary, grid)."""
+
+    m: torch.Tensor
+    cond: wp.Condition
+    rotary: object
+    grid: tuple[int, int, int]
+
+
+class Backbone(nn.Module):
+    """Blocks [0, L − H) with Wan's embeddings. One call = one counted NFE of the TMD sampler."""
+
+    def __init__(self, student: "TMDStudent"):
+        super().__init__()
+        self._student = [student]  # not a submodule: parameters belong to the student
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> Features:
+        s = self._student[0]
+        tr = s.transformer
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        tok = wp.embed(tr, x)
+        cond = wp.condition(tr, t.to(tok.hidden.dtype), text.to(tok.hidden.dtype))
+        m = wp.run_blocks(tr, s.backbone_blocks, tok.hidden, cond, tok.rotary)
+        return Features(m, cond, tok.rotary, tok.grid)
+
+
+class TMDStudent(nn.Module):
+    """The TMD student: a Wan transformer split into backbone and flow head (module docstring)."""
+
+    def __init__(self, transformer: nn.Module, config: TMDConfig):
+        super().__init__()
+        config.validate(len(transformer.blocks))
+        self.transformer = transformer
+        self.config = config
+        dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+        self.fusion = FusionBlock(dim)
+        self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim)
+        self.fusion.to(next(transformer.parameters()).dtype)
+        self.delta_time.to(next(transformer.parameters()).dtype)
+        self.backbone = Backbone(self)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.transformer.blocks)
+
+    @property
+    def split(self) -> int:
+        return self.num_blocks - self.config.head_blocks
+
+    @property
+    def backbone_blocks(self):
+        return self.transformer.blocks[: self.split]
+
+    @property
+    def head_blocks(self):
+        return self.transformer.blocks[self.split:]
+
+    def head(self, y_s: torch.Tensor, s: torch.Tensor, r: torch.Tensor, feats: Features) -> torch.Tensor:
+        """The flow head's output (the role of the teacher's velocity: predicted ``y1 − y``)."""
+        tr = self.transformer
+        b = y_s.shape[0]
+        s, r = s.expand(b) if s.ndim == 0 else s, r.expand(b) if r.ndim == 0 else r
+        dtype = feats.m.dtype
+        temb_s = wp.time_embedding(tr, s.to(dtype), dtype)
+        temb = temb_s + self.delta_time(s - r, dtype)
+        fused = self.fusion(feats.m, wp.patchify(tr, y_s), temb_s)
+        h = wp.run_blocks(tr, self.head_blocks, fused, feats.cond, feats.rotary, tproj=wp.time_projection(tr, temb))
+        return wp.output(tr, h, temb, feats.grid)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def extra_state_dict(self) -> dict[str, torch.Tensor]:
+        return {**{f"fusion.{k}": v for k, v in self.fusion.state_dict().items()},
+                **{f"delta_time.{k}": v for k, v in self.delta_time.state_dict().items()}}
+
+    def save(self, folder: str | Path, teacher_name: str, teacher_hash: str, meta: dict | None = None) -> Path:
+        """Diffusers layout for the transformer, safetensors for the TMD extras, JSON config."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+        save_file({k: v.contiguous() for k, v in self.extra_state_dict().items()}, str(folder / "tmd_head.safetensors"))
+        (folder / "tmd_config.json").write_text(json.dumps({
+            "method": "tmd", **asdict(self.config), "teacher": teacher_name, "teacher_sha256": teacher_hash,
+            "num_blocks": self.num_blocks,
+            "sampling": "tmd_bench.distill.tmd.sample_tmd (spec tmd.md §5), no CFG", **(meta or {}),
+        }, indent=2))
+        return folder
+
+
+def load_student(folder: str | Path, teacher, device="cpu") -> TMDStudent:
+    """Load a TMD student saved by :meth:`TMDStudent.save`, checking it belongs to ``teacher``."""
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path = folder / "tmd_config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a TMD checkpoint (no tmd_config.json)")
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("method") != "tmd":
+        raise ValueError(f"{folder} holds a {meta.get('method')!r} student, not a TMD one")
+    if meta["teacher"] != teacher.name or meta["num_blocks"] != teacher.num_blocks:
+        raise ValueError(f"{folder} was distilled from teacher {meta['teacher']!r} ({meta['num_blocks']} blocks), "
+                         f"not from {teacher.name!r} ({teacher.num_blocks} blocks)")
+    tr = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype)
+    if _architecture(tr.config) != _architecture(teacher.transformer.config):
+        raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
+    cfg = TMDConfig(**{k: meta[k] for k in ("outer_steps", "inner_steps", "head_blocks", "outer_shift", "inner_shift")})
+    student = TMDStudent(tr, cfg)
+    extra = load_file(str(folder / "tmd_head.safetensors"))
+    student.fusion.load_state_dict({k[7:]: v for k, v in extra.items() if k.startswith("fusion.")})
+    student.delta_time.load_state_dict({k[11:]: v for k, v in extra.items() if k.startswith("delta_time.")})
+    return student.to(device).eval().requires_grad_(False)
+
+
+def _architecture(config) -> tuple:
+    keys = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "text_dim")
+    return tuple(tuple(config[k]) if isinstance(config[k], (list, tuple)) else config[k] for k in keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inner flow and sampler
+
+
+def inner_step(y: torch.Tensor, y1: torch.Tensor, h: torch.Tensor, s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Flow-map update ``y_r = y_s − (s − r)·u`` with ``u = y1 − h`` (spec §3, minus sign)."""
+    return y - (s - r).to(y.dtype) * (y1 - h)
+
+
+def rollout(student: TMDStudent, feats: Features, y1: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """The head's N inner steps from ``y = y1`` at ``s_N`` down to ``s_0 = 0``: returns y (≈ x1 − x).
+
+    Differentiable: gradients flow through every inner step into head, fusion and backbone."""
+    y = y1
+    for s, r in zip(inner[:-1], inner[1:]):
+        s32, r32 = s.to(torch.float32).to(y.device), r.to(torch.float32).to(y.device)
+        h = student.head(y, s32, r32, feats)
+        y = inner_step(y, y1, h, s32, r32)
+    return y
+
+
+def inner_noise(seeds: list[int] | None, outer_index: int, shape, device, dtype, generator=None) -> torch.Tensor:
+    """Fresh y1 per outer step; per clip from its seed, so a clip's sample does not depend on its batch."""
+    if seeds is None:
+        return torch.randn(shape, generator=generator, device="cpu").to(device, dtype)
+    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(s * 1009 + 7919 * (outer_index + 1)))
+                        for s in seeds]).to(device, dtype)
+
+
+@torch.no_grad()
+def sample_tmd(student: TMDStudent, x: torch.Tensor, text: torch.Tensor, outer: torch.Tensor,
+               inner: torch.Tensor, seeds: list[int] | None = None) -> torch.Tensor:
+    """Spec §5: for each outer step, one backbone pass, N head steps, one outer update."""
+    for i, (t, t_prev) in enumerate(zip(outer[:-1], outer[1:])):
+        t32 = t.to(torch.float32).to(x.device)
+        feats = student.backbone(x, t32, text)
+        y1 = inner_noise(seeds, i, x.shape, x.device, x.dtype)
+        y = rollout(student, feats, y1, inner)
+        x = x - (t - t_prev).to(x.dtype) * y
+    return x
+
+
+def tmd_method(student: TMDStudent, inner_steps: int | None = None):
+    """The TMD sampler as a harness method: ``steps`` = M; N from the checkpoint unless overridden."""
+    from tmd_bench.harness import Method
+
+    n = inner_steps or student.config.inner_steps
+    h, blocks = student.config.head_blocks, student.num_blocks
+    if n < 1:
+        raise ValueError(f"inner steps N must be ≥ 1, got {n}")
+
+    def sample(noise, text, negative, steps, seeds=None):
+        return sample_tmd(student, noise, text, student.config.outer_grid(steps), student.config.inner_grid(n), seeds)
+
+    def label(m: int) -> str:
+        return f"M{m}-N{n}H{h}"
+
+    return Method(
+        name="tmd", sample=sample,
+        declared_nfe=lambda m: m,
+        declared_effective_nfe=lambda m: effective_nfe(m, n, h, blocks),
+        network=student.backbone, blocks=list(student.transformer.blocks),
+        config=lambda m: {**asdict(student.config), "outer_steps": m, "inner_steps": n, "guidance": "distilled"},
+        columns=lambda m: {"config_label": label(m), "inner_steps": n, "head_blocks": h},
+    )

@@ -1,0 +1,115 @@
+"""TMD invariants (spec tmd.md §10) on tiny Wan transformers."""
+
+import pytest
+import torch
+
+from tmd_bench import harness
+from tmd_bench.distill import tmd, wan_parts
+from tmd_bench.distill.tmd import TMDConfig, TMDStudent, effective_nfe
+
+from conftest import tiny_shapes_teacher
+
+
+@pytest.fixture
+def teacher():
+    t = tiny_shapes_teacher(seed=3)
+    # non-trivial weights everywhere (Wan zero-initialises nothing, but be explicit)
+    return t
+
+
+def inputs(teacher, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(teacher.latent_shape(b), generator=g)
+    text = teacher.encode_text(["a small red circle moving left on a black background", "two large blue squares standing still on a gray background"][:b])
+    return x, text
+
+
+def test_stage_by_stage_forward_is_the_stock_forward(teacher):
+    x, text = inputs(teacher)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        ref = teacher.velocity(x, t, text)
+        out = wan_parts.forward(teacher.transformer, x, t, text)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("head_blocks", [1, 2, 3])
+def test_split_forward_equals_teacher_at_initialisation(teacher, head_blocks):
+    """Backbone, then head with s = t, r = s and the fusion at its initial value = teacher forward."""
+    student = TMDStudent(teacher.transformer, TMDConfig(head_blocks=head_blocks))
+    x, text = inputs(teacher)
+    t = torch.tensor([0.25, 0.9])
+    y_s = torch.randn_like(x)  # anything: the fusion adds nothing at initialisation
+    with torch.no_grad():
+        feats = student.backbone(x, t, text)
+        out = student.head(y_s, t, t, feats)
+        ref = teacher.velocity(x, t, text)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,n,h,l,expected", [(2, 2, 5, 30, 2.333), (1, 2, 5, 30, 1.167), (2, 4, 5, 30, 3.0),
+                                              (1, 4, 5, 40, 1.375), (2, 4, 5, 40, 2.75)])
+def test_effective_nfe_formula_matches_the_paper(m, n, h, l, expected):
+    assert effective_nfe(m, n, h, l) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("m,n,h", [(1, 1, 1), (2, 2, 2), (3, 2, 1), (2, 4, 3)])
+def test_counted_blocks_agree_with_the_formula(teacher, m, n, h):
+    student = TMDStudent(teacher.transformer, TMDConfig(outer_steps=m, inner_steps=n, head_blocks=h))
+    method = tmd.tmd_method(student)
+    prompts = ["a small red circle moving left on a black background"] * 3
+    gen = harness.generate(method, teacher, prompts, [0, 1, 2], m, batch_size=2)
+    assert gen.nfe_counted == m == method.declared_nfe(m)
+    assert gen.effective_nfe_counted == pytest.approx(effective_nfe(m, n, h, student.num_blocks))
+    assert gen.effective_nfe_counted == pytest.approx(method.declared_effective_nfe(m))
+
+
+def test_rollout_closed_form_with_a_constant_head(teacher, monkeypatch):
+    """With head ≡ c, y_r = y_s − (s − r)(y1 − c) telescopes to y_0 = y1 − s_N·(y1 − c)."""
+    student = TMDStudent(teacher.transformer, TMDConfig(inner_steps=3, head_blocks=1))
+    c = torch.full(teacher.latent_shape(2), 0.7)
+    monkeypatch.setattr(student, "head", lambda y, s, r, feats: c)
+    y1 = torch.randn(teacher.latent_shape(2), generator=torch.Generator().manual_seed(1))
+    inner = student.config.inner_grid()
+    y0 = tmd.rollout(student, None, y1, inner)
+    torch.testing.assert_close(y0, y1 - float(inner[0]) * (y1 - c), rtol=1e-5, atol=1e-5)
+    # one step from s = 1 to r = 0 returns the head output exactly
+    y = tmd.rollout(student, None, y1, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(y, c)
+
+
+def test_sampling_is_reproducible_for_a_seed(teacher):
+    student = TMDStudent(teacher.transformer, TMDConfig(outer_steps=2, inner_steps=2, head_blocks=2))
+    m = tmd.tmd_method(student)
+    prompts = ["a small red circle moving left on a black background"] * 2
+    a = harness.generate(m, teacher, prompts, [5, 6], 2, batch_size=2).videos
+    b = harness.generate(m, teacher, prompts, [5, 6], 2, batch_size=1).videos
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    c = harness.generate(m, teacher, prompts[:1], [7], 2).videos
+    assert (a[0] - c[0]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("cfg,msg", [(TMDConfig(head_blocks=4), "1 ≤ H < L"), (TMDConfig(head_blocks=0), "1 ≤ H < L"),
+                                     (TMDConfig(outer_steps=0), "M ≥ 1"), (TMDConfig(inner_steps=0), "N ≥ 1")])
+def test_bad_configs_are_clear_errors(teacher, cfg, msg):
+    with pytest.raises(ValueError, match=msg):
+        TMDStudent(teacher.transformer, cfg)
+
+
+def test_save_load_round_trip_and_wrong_teacher(teacher, tmp_path, wan_teacher_dir):
+    from tmd_bench.teachers import load_teacher
+
+    student = TMDStudent(teacher.transformer, TMDConfig(outer_steps=1, inner_steps=2, head_blocks=2))
+    with torch.no_grad():
+        student.fusion.alpha.fill_(0.3)
+        student.fusion.out.weight.normal_()
+    student.save(tmp_path / "s", teacher.name, "abc")
+    loaded = tmd.load_student(tmp_path / "s", teacher)
+    x, text = inputs(teacher)
+    with torch.no_grad():
+        a = student.head(torch.ones_like(x), torch.tensor(0.5), torch.tensor(0.2), student.backbone(x, torch.tensor(0.7), text))
+        b = loaded.head(torch.ones_like(x), torch.tensor(0.5), torch.tensor(0.2), loaded.backbone(x, torch.tensor(0.7), text))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    wan = load_teacher("wan2.1-1.3b", wan_teacher_dir)
+    with pytest.raises(ValueError, match="distilled from teacher 'shapes'"):
+        tmd.load_student(tmp_path / "s", wan)
