@@ -1,0 +1,92 @@
+"""The DMD2-v critics shared by TMD stage 2 and the DMD2-v / rCM baselines (spec tmd.md §8).
+
+- :class:`FakeScore`: the teacher's architecture, initialised from it, trained by denoising score
+  matching on the student's samples; x0-parametrised ``g_F(x_t, t) = x_t − t·v_F(x_t, t)``.
+- :class:`Discriminator`: small Conv3D heads on unpatchified *teacher* features after a few
+  blocks (1.3B: 15, 22, 29; 14B: 19, 29, 39), one logit map per head.
+- :func:`teacher_x0` and :func:`teacher_features`: the frozen teacher's CFG x0-prediction and its
+  block features (differentiable w.r.t. the input, for the generator's GAN term).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from tmd_bench import flow
+from tmd_bench.distill import wan_parts as wp
+
+# Paper's discriminator taps (0-based block indices) per teacher depth.
+DISCRIMINATOR_BLOCKS = {30: (15, 22, 29), 40: (19, 29, 39)}
+
+
+def discriminator_blocks(num_blocks: int) -> tuple[int, ...]:
+    """The paper's taps for Wan depths; elsewhere the same relative depths (½, ¾, last)."""
+    return DISCRIMINATOR_BLOCKS.get(num_blocks, (num_blocks // 2, (3 * num_blocks) // 4, num_blocks - 1))
+
+
+class FakeScore(nn.Module):
+    """A trainable copy of the teacher transformer, used as an x0-predictor."""
+
+    def __init__(self, teacher_transformer: nn.Module):
+        super().__init__()
+        self.transformer = copy.deepcopy(teacher_transformer).train().requires_grad_(True)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        v = wp.forward(self.transformer, x_t, t.to(x_t.dtype), text)
+        return flow.x0_from_velocity(x_t, t, v)
+
+
+@torch.no_grad()
+def teacher_x0(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, negative: torch.Tensor,
+               guidance: float) -> torch.Tensor:
+    """``g_T = g(c_neg) + w·(g(c) − g(c_neg))`` with ``g = x_t − t·v`` (one batched pass)."""
+    tr = teacher.transformer
+    if guidance == 1.0:
+        return flow.x0_from_velocity(x_t, t, wp.forward(tr, x_t, t, text))
+    neg = negative.expand(x_t.shape[0], -1, -1)
+    v_u, v_c = wp.forward(tr, torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([neg, text])).chunk(2)
+    return flow.x0_from_velocity(x_t, t, v_u + guidance * (v_c - v_u))
+
+
+def teacher_features(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+                     blocks: tuple[int, ...]) -> list[torch.Tensor]:
+    """Teacher hidden states after ``blocks`` as feature videos ``(B, D, F', H', W')``.
+
+    Runs only as many blocks as the deepest tap. Differentiable w.r.t. ``x_t`` (the teacher's
+    own parameters are frozen)."""
+    tr = teacher.transformer
+    tok = wp.embed(tr, x_t)
+    cond = wp.condition(tr, t.to(tok.hidden.dtype), text)
+    taps: dict[int, torch.Tensor] = {}
+    wp.run_blocks(tr, tr.blocks[: max(blocks) + 1], tok.hidden, cond, tok.rotary, taps=taps)
+    return [wp.unpatchify_features(tr, taps[b], tok.grid) for b in blocks]
+
+
+class Discriminator(nn.Module):
+    """One Conv3D head per tapped block: conv → GroupNorm → SiLU → conv → 1-channel logit map."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(dim // 2, 8)
+        groups = 8 if hidden % 8 == 0 else 1
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv3d(dim, hidden, kernel_size=3, padding=1),
+                nn.GroupNorm(groups, hidden),
+                nn.SiLU(),
+                nn.Conv3d(hidden, hidden, kernel_size=3, padding=1),
+                nn.GroupNorm(groups, hidden),
+                nn.SiLU(),
+                nn.Conv3d(hidden, 1, kernel_size=1),
+            )
+            for _ in range(num_heads)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(features) != len(self.heads):
+            raise ValueError(f"discriminator has {len(self.heads)} heads, got {len(features)} feature maps")
+        return [head(f.float() if head[0].weight.dtype == torch.float32 else f).flatten(1)
+                for head, f in zip(self.heads, features)]

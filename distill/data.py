@@ -1,0 +1,50 @@
+"""Training batches for distillation: (prompts, clean latents, text embeddings).
+
+On the Shapes world the clips come from the world's infinite seeded stream (the analogue of
+the paper's teacher-generated training videos); the frozen text encoder embeds each distinct
+prompt once. ``position`` counts batches consumed, so a resumed run continues the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tmd_bench import world
+from tmd_bench.teacher_train import TextCache
+from tmd_bench.teachers import Teacher
+
+
+@dataclass
+class Batch:
+    prompts: list[str]
+    clips: torch.Tensor
+    text: torch.Tensor
+
+
+class WorldBatches:
+    def __init__(self, teacher: Teacher, batch_size: int, seed: int = 0):
+        if teacher.spec.world != "shapes":
+            raise ValueError(
+                f"teacher {teacher.name!r} has no built-in training world; distilling it needs a folder of "
+                "teacher latents (--data), which `tmd-bench data generate` will write")
+        self.teacher = teacher
+        self.stream = world.ShapesStream(batch_size, seed=seed + 17)  # not the teacher's own stream
+        self.text_of = TextCache(teacher)
+
+    @property
+    def position(self) -> int:
+        return self.stream.position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self.stream.position = value
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        prompts, clips = next(self.stream)
+        dev = self.teacher.device
+        return Batch(prompts, clips.to(dev, self.teacher.dtype), self.text_of(prompts))

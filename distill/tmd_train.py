@@ -1,0 +1,301 @@
+"""TMD training: stage 1 (TM-MeanFlow) and stage 2 (DMD2-v with flow-head rollout), spec tmd.md §7–§8.
+
+Each stage is a small class with one ``step``; :func:`tmd_bench.distill.trainer.train` runs it.
+Randomness in a step is drawn from a generator seeded by (seed, iteration), so a resumed run
+draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from tmd_bench import flow
+from tmd_bench.distill import critics, losses
+from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
+from tmd_bench.teachers import Teacher
+
+
+@dataclass(frozen=True)
+class TMDTrainConfig:
+    """Everything a TMD run depends on. Presets per teacher in :data:`PRESETS`."""
+
+    outer_steps: int = 2  # M
+    inner_steps: int = 2  # N
+    head_blocks: int = 2  # H
+    outer_shift: float = 10.0
+    inner_shift: float = 10.0
+    batch_size: int = 16
+    seed: int = 0
+    grad_clip: float = 1.0
+    # stage 1: TM-MF (§7)
+    stage1_iterations: int = 400
+    stage1_lr: float = 1e-4
+    omega: float = 3.0  # CFG scale baked into the target
+    fd_delta: float = 5e-3  # finite-difference step of the total derivative
+    tm_prob: float = 0.75  # probability of r = s (plain transition matching)
+    s_shift: float = 3.0  # γ of the s distribution
+    text_dropout: float = 0.1
+    norm_c: float = 1.0  # adaptive-loss constant c = norm_c · d (1.3B: 1, 14B: 1e-5)
+    # stage 2: DMD2-v with rollout (§8)
+    stage2_iterations: int = 600
+    stage2_lr: float = 1e-4
+    teacher_guidance: float = 4.0  # CFG of the teacher's x0 in the VSD target (Wan: 5)
+    gan_weight: float = 0.03
+    critic_t_shift: float = 5.0
+    student_every: int = 5  # student updated on every 5th iteration, critics on the other 4
+    disc_blocks: tuple[int, ...] | None = None  # None: the paper's taps for this depth
+    gradient_checkpointing: bool = False
+    dtype: str = "float32"
+
+    @property
+    def tmd(self) -> TMDConfig:
+        return TMDConfig(self.outer_steps, self.inner_steps, self.head_blocks, self.outer_shift, self.inner_shift)
+
+
+PRESETS: dict[str, TMDTrainConfig] = {
+    # small and fast: minutes on a CPU (H = 2 of 8 blocks: M2-N2H2 has effective NFE 2.5)
+    "shapes": TMDTrainConfig(),
+    # the paper's hyper-parameters (global batch 64; bf16; gradient checkpointing)
+    "wan2.1-1.3b": TMDTrainConfig(outer_steps=2, inner_steps=2, head_blocks=5, batch_size=64,
+                                  stage1_iterations=3000, stage1_lr=3e-5, stage2_iterations=4000, stage2_lr=1e-5,
+                                  teacher_guidance=5.0, norm_c=1.0, gradient_checkpointing=True, dtype="bfloat16"),
+    "wan2.1-14b": TMDTrainConfig(outer_steps=2, inner_steps=4, head_blocks=5, batch_size=64,
+                                 stage1_iterations=3000, stage1_lr=1e-5, stage2_iterations=4000, stage2_lr=1e-5,
+                                 teacher_guidance=5.0, norm_c=1e-5, gradient_checkpointing=True, dtype="bfloat16"),
+}
+
+
+def preset(teacher: str, **overrides) -> TMDTrainConfig:
+    base = PRESETS.get(teacher, PRESETS["shapes"])
+    if teacher in PRESETS and teacher.startswith("wan") and overrides.get("outer_steps") == 1 \
+            and "stage2_iterations" not in overrides:
+        overrides["stage2_iterations"] = 12000  # the paper trains M = 1 three times longer
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _gen(cfg: TMDTrainConfig, stage: int, iteration: int) -> torch.Generator:
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + stage * 100_003 + iteration)
+
+
+def _randn(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=g).to(like.device, like.dtype)
+
+
+def _rand(n: int, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g).to(device)
+
+
+def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, *[1] * (like.ndim - 1)).to(like.dtype)
+
+
+def sample_outer_times(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> torch.Tensor:
+    """t_i uniformly from the outer grid's points {t_1 … t_M} (never t_0 = 0)."""
+    grid = cfg.tmd.outer_grid()[:-1].to(torch.float32)  # t_M … t_1
+    return grid[torch.randint(0, len(grid), (n,), generator=g)].to(device)
+
+
+def sample_s_r(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spec §7.3: s = shift_γ(U[0.001, 0.999]); r = the largest inner-grid point ≤ s; r = s w.p. tm_prob."""
+    s = flow.shift(0.001 + 0.998 * torch.rand(n, generator=g), cfg.s_shift)
+    grid = cfg.tmd.inner_grid().to(torch.float32)  # decreasing, ends at 0
+    r = torch.stack([grid[grid <= v].max() for v in s])
+    tm = torch.rand(n, generator=g) < cfg.tm_prob
+    return s.to(device), torch.where(tm, s, r).to(device)
+
+
+def tm_meanflow_target(student: TMDStudent, feats, y_s: torch.Tensor, y1: torch.Tensor, s: torch.Tensor,
+                       r: torch.Tensor, v_cfg: torch.Tensor, delta: float) -> torch.Tensor:
+    """MeanFlow target on the inner flow (spec §7.6–7.7), no gradient:
+
+    ``û = v_cfg − (s − r)·du/ds``, with the total derivative along ``dy/ds = v_cfg`` by central
+    finite differences ``[u(y_s + δv, s + δ, r) − u(y_s − δv, s − δ, r)] / 2δ``, one-sided where
+    s ± δ leaves [r, 1]; ``u(y, s, r) = y1 − head(y, s, r)``.
+    """
+    with torch.no_grad():
+        hi = torch.where(s + delta <= 1.0, s + delta, s)
+        lo = torch.where(s - delta >= r, s - delta, s)
+        u_hi = y1 - student.head(y_s + _bcast(hi - s, y_s) * v_cfg, hi, r, feats)
+        u_lo = y1 - student.head(y_s + _bcast(lo - s, y_s) * v_cfg, lo, r, feats)
+        du_ds = (u_hi - u_lo) / _bcast((hi - lo).clamp_min(delta), y_s)
+        return v_cfg - _bcast(s - r, y_s) * du_ds
+
+
+class TMDStage1:
+    """TM-MF: turn the flow head into a conditional flow map (spec §7). No teacher queries."""
+
+    name = "tmd-stage1"
+    loss_names = ("tm_mf", "mse")  # the adaptive loss, and the raw mean squared error ‖u − û‖²/d
+
+    def __init__(self, teacher: Teacher, student: TMDStudent, cfg: TMDTrainConfig):
+        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
+        self.opt = torch.optim.AdamW(student.parameters(), lr=cfg.stage1_lr, betas=(0.9, 0.99))
+        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
+
+    def modules(self):
+        return {"student": self.student}
+
+    def optimizers(self):
+        return {"student": self.opt}
+
+    def step(self, batch, iteration: int) -> dict[str, float]:
+        cfg, st = self.config, self.student
+        g = _gen(cfg, 1, iteration)
+        x = batch.clips
+        b, dev = x.shape[0], x.device
+        x1 = _randn(x.shape, g, x)
+        t = sample_outer_times(cfg, b, g, dev)
+        x_t = flow.interpolate(x, x1, t)
+        neg = self.negative.expand(b, -1, -1)
+        drop = (_rand(b, g, dev) < cfg.text_dropout).view(-1, 1, 1)
+        feats = st.backbone(x_t, t, torch.where(drop, neg, batch.text))
+        y, y1 = x1 - x, _randn(x.shape, g, x)
+        s, r = sample_s_r(cfg, b, g, dev)
+        y_s = flow.interpolate(y, y1, s)
+        u = y1 - st.head(y_s, s, r, feats)
+        with torch.no_grad():
+            feats_u = st.backbone(x_t, t, neg)
+            u_uncond = y1 - st.head(y_s, s, s, feats_u)
+            v_cfg = u_uncond + cfg.omega * ((y1 - y) - u_uncond)
+            target = tm_meanflow_target(st, feats, y_s, y1, s, r, v_cfg, cfg.fd_delta)
+        loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(st.parameters(), cfg.grad_clip)
+        self.opt.step()
+        return {"tm_mf": loss.item(), "mse": (u.detach().float() - target.float()).pow(2).mean().item()}
+
+    def export(self, folder: Path) -> Path:
+        return export_student(self, folder, stage=1)
+
+
+class TMDStage2:
+    """DMD2-v with flow-head rollout (spec §8): VSD + GAN for the student, DSM for the fake score,
+    logistic loss for the discriminator; two time scales."""
+
+    name = "tmd-stage2"
+    loss_names = ("vsd", "gan_g", "dsm", "disc")
+
+    def __init__(self, teacher: Teacher, student: TMDStudent, cfg: TMDTrainConfig):
+        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
+        teacher.transformer.eval().requires_grad_(False)  # frozen; gradients pass through it to x̂ only
+        self.fake = critics.FakeScore(teacher.transformer)
+        self.blocks = tuple(cfg.disc_blocks or critics.discriminator_blocks(teacher.num_blocks))
+        dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
+        self.disc = critics.Discriminator(dim, len(self.blocks)).to(teacher.device)
+        lr = cfg.stage2_lr
+        self.opts = {name: torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.0, 0.99))
+                     for name, m in self.modules().items()}
+        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
+
+    def modules(self):
+        return {"student": self.student, "fake_score": self.fake, "discriminator": self.disc}
+
+    def optimizers(self):
+        return self.opts
+
+    def student_sample(self, x: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One outer step from a noised real clip (pure noise for M = 1), rolled out through the head:
+        ``x̂ = x_{t_i} − t_i·ŷ`` (differentiable through every inner step and the backbone)."""
+        cfg = self.config
+        b = x.shape[0]
+        x1 = _randn(x.shape, g, x)
+        t = sample_outer_times(cfg, b, g, x.device)
+        x_t = x1 if cfg.outer_steps == 1 else flow.interpolate(x, x1, t)
+        feats = self.student.backbone(x_t, t, text)
+        y_hat = rollout(self.student, feats, _randn(x.shape, g, x), self.config.tmd.inner_grid())
+        return x_t - _bcast(t, x_t) * y_hat
+
+    def _update(self, name: str, loss: torch.Tensor) -> None:
+        opt = self.opts[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.modules()[name].parameters(), self.config.grad_clip)
+        opt.step()
+
+    def step(self, batch, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        g = _gen(cfg, 2, iteration)
+        x, text = batch.clips, batch.text
+        b = x.shape[0]
+        t = flow.shift(0.001 + 0.998 * torch.rand(b, generator=g), cfg.critic_t_shift).to(x.device)
+        eps = _randn(x.shape, g, x)
+        if iteration % cfg.student_every == cfg.student_every - 1:
+            x_hat = self.student_sample(x, text, g)
+            x_hat_t = flow.interpolate(x_hat, eps, t)
+            g_teacher = critics.teacher_x0(self.teacher, x_hat_t.detach(), t, text, self.negative, cfg.teacher_guidance)
+            with torch.no_grad():
+                g_fake = self.fake(x_hat_t.detach(), t, text)
+            l_vsd = losses.vsd_loss(x_hat, g_teacher, g_fake)
+            l_gan = losses.gan_generator_loss(self.disc(critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)))
+            self._update("student", l_vsd + cfg.gan_weight * l_gan)
+            return {"vsd": l_vsd.item(), "gan_g": l_gan.item()}
+        with torch.no_grad():
+            x_hat = self.student_sample(x, text, g)
+            x_hat_t = flow.interpolate(x_hat, eps, t)
+            real_t = flow.interpolate(x, eps, t)
+            f_fake = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
+            f_real = critics.teacher_features(self.teacher, real_t, t, text, self.blocks)
+        l_dsm = losses.dsm_loss(self.fake(x_hat_t, t, text), x_hat)
+        self._update("fake_score", l_dsm)
+        l_disc = losses.gan_discriminator_loss(self.disc(f_fake), self.disc(f_real))
+        self._update("discriminator", l_disc)
+        return {"dsm": l_dsm.item(), "disc": l_disc.item()}
+
+    def export(self, folder: Path) -> Path:
+        return export_student(self, folder, stage=2)
+
+
+def export_student(method: "TMDStage1 | TMDStage2", folder: Path, stage: int) -> Path:
+    """The student as an evaluable checkpoint, with the config that trained it."""
+    return method.student.save(folder, method.teacher.name, method.teacher.checkpoint_hash(),
+                               {"stage": stage, "train_config": _jsonable(asdict(method.config))})
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tuple[int, ...] = (1, 2),
+            resume: bool = False, init: str | Path | None = None, checkpoint_every: int = 100,
+            log_every: int = 10) -> Path:
+    """Stage 1 then stage 2 (or either alone) in ``out/stage1``, ``out/stage2``; returns the final
+    student folder. Stage 2 starts from stage 1's student, from ``init``, or from the teacher."""
+    import copy
+
+    from tmd_bench import checkpoint as ckpt
+    from tmd_bench.distill.data import WorldBatches
+    from tmd_bench.distill.tmd import load_student
+    from tmd_bench.distill.trainer import train
+
+    out = Path(out)
+    cfg.tmd.validate(teacher.num_blocks)
+    data = WorldBatches(teacher, cfg.batch_size, cfg.seed)
+    final = None
+    if 1 in stages:
+        student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)
+        if cfg.gradient_checkpointing:
+            student.transformer.enable_gradient_checkpointing()
+        stage1 = TMDStage1(teacher, student, cfg)
+        train(stage1, data, out / "stage1", cfg.stage1_iterations, resume=resume and ckpt.has_state(out / "stage1"),
+              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 1 (TM-MF)")
+        final = out / "stage1" / "student"
+    if 2 in stages:
+        start = final or (Path(init) if init else None)
+        if start is not None:
+            student = load_student(start, teacher, teacher.device)
+            if student.config != cfg.tmd:
+                raise ckpt.IncompatibleCheckpoint(
+                    f"{start} is a {student.config.label} student; this run is {cfg.tmd.label}")
+        else:
+            student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)
+        if cfg.gradient_checkpointing:
+            student.transformer.enable_gradient_checkpointing()
+        stage2 = TMDStage2(teacher, student, cfg)
+        train(stage2, data, out / "stage2", cfg.stage2_iterations, resume=resume and ckpt.has_state(out / "stage2"),
+              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 2 (DMD2-v + rollout)")
+        final = out / "stage2" / "student"
+    return final

@@ -1,0 +1,114 @@
+"""The one training loop every distillation method runs in (edm2 / FastGen style).
+
+A method is a small class with ``modules`` (what to checkpoint), ``optimizers`` and
+``step(batch, iteration) -> losses``; the loop owns data, progress, the append-only metrics
+log, periodic checkpoints (safetensors + JSON), resume, and the NaN guard. A method never
+copies this loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+
+from tmd_bench import checkpoint as ckpt
+from tmd_bench.progress import progress_bar
+
+
+class Batch(Protocol):
+    prompts: list[str]
+    clips: torch.Tensor  # latents (B, C, F, H, W)
+    text: torch.Tensor  # (B, S, D)
+
+
+class DistillMethod(Protocol):
+    name: str
+    config: object  # a dataclass; compared on resume
+    loss_names: tuple[str, ...]  # every key step() may return (the log's columns)
+
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def step(self, batch, iteration: int) -> dict[str, float]: ...
+
+    def export(self, folder: Path) -> Path: ...
+
+
+def _config_dict(cfg) -> dict:
+    """The config as JSON would give it back (tuples become lists), minus what may change on resume
+    (iteration budgets: a finished run can be extended)."""
+    d = json.loads(json.dumps(asdict(cfg) if is_dataclass(cfg) else dict(cfg)))
+    return {k: v for k, v in d.items() if not k.endswith("iterations")}
+
+
+def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: int, *, resume: bool = False,
+          checkpoint_every: int = 100, log_every: int = 10, description: str | None = None) -> int:
+    """Run ``method`` for ``iterations`` total iterations in ``out``; returns the final iteration.
+
+    ``data`` must support ``data.position`` (batches consumed), so resume continues the stream.
+    """
+    out = Path(out)
+    cfg = _config_dict(method.config)
+    it, elapsed = 0, 0.0
+    if resume:
+        if not ckpt.has_state(out):
+            raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+        tensors, meta = ckpt.load_state(out)
+        if meta.get("method") != method.name:
+            raise ckpt.IncompatibleCheckpoint(
+                f"{out} holds a {meta.get('method')!r} run; cannot resume it as {method.name!r}")
+        if meta["config"] != cfg:
+            diff = {k: (meta["config"].get(k), cfg.get(k)) for k in set(meta["config"]) | set(cfg)
+                    if meta["config"].get(k) != cfg.get(k)}
+            raise ckpt.IncompatibleCheckpoint(f"cannot resume {out}: its config differs (saved, now): {diff}")
+        for name, module in method.modules().items():
+            ckpt.load_module_tensors(f"module.{name}", module, tensors)
+        for name, opt in method.optimizers().items():
+            ckpt.load_optimizer(f"optim.{name}", opt, tensors, meta["optim"][name])
+        it, elapsed = meta["iteration"], meta["elapsed_s"]
+        data.position = meta["data_position"]
+    elif ckpt.has_state(out):
+        raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    log = ckpt.MetricsLog(out / "log.csv", resume_step=it if resume else None)
+
+    def save() -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in method.modules().items():
+            tensors.update(ckpt.module_tensors(f"module.{name}", module))
+        optim_meta = {}
+        for name, opt in method.optimizers().items():
+            t, m = ckpt.optimizer_tensors(f"optim.{name}", opt)
+            tensors.update(t)
+            optim_meta[name] = m
+        ckpt.save_state(out, tensors, {"method": method.name, "iteration": it, "elapsed_s": elapsed,
+                                       "config": cfg, "optim": optim_meta, "data_position": data.position})
+        method.export(out / "student")
+
+    t_last, sums, counts = time.perf_counter(), {}, {}
+    with progress_bar() as bar:
+        task = bar.add_task(description or method.name, total=iterations, completed=it, status="")
+        while it < iterations:
+            losses = method.step(next(data), it)
+            for k, v in losses.items():
+                ckpt.check_finite(torch.tensor(v), it, k)
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            it += 1
+            bar.update(task, completed=it, status=" ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+            if it % log_every == 0 or it == iterations:
+                now = time.perf_counter()
+                elapsed += now - t_last
+                t_last = now
+                log.append({"iteration": it, **{k: sums[k] / counts[k] if k in sums else float("nan")
+                                                 for k in method.loss_names}, "elapsed_s": round(elapsed, 2)})
+                sums, counts = {}, {}
+            if it % checkpoint_every == 0 or it == iterations:
+                save()
+    return it
