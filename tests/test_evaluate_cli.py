@@ -91,3 +91,40 @@ def test_rerunning_a_row_reproduces_it(shapes_teacher_dir, tmp_path):
     a, b = pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv")
     quality = [c for c in a.columns if c.startswith("acc_") or c in ("all_correct", "sharpness", "imaging_quality")]
     pd.testing.assert_frame_equal(a[quality], b[quality])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--head-blocks", "4"], "1 ≤ H < L = 4"),
+    (["--head-blocks", "9"], "1 ≤ H < L = 4"),
+    (["--outer-steps", "0"], "--outer-steps must be ≥ 1"),
+    (["--inner-steps", "0"], "--inner-steps must be ≥ 1"),
+    (["--stage", "3"], "--stage must be 1, 2 or all"),
+    (["--method", "gan"], "unknown method 'gan'"),
+])
+def test_distill_bad_input(args, msg, shapes_teacher_dir, tmp_path):
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--out", tmp_path / "d", *args)
+    assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_distill_then_evaluate_tmd_and_resume_checks(shapes_teacher_dir, tmp_path):
+    out = tmp_path / "d"
+    base = ["distill", "--teacher-path", shapes_teacher_dir, "--outer-steps", "2", "--inner-steps", "2",
+            "--head-blocks", "2", "--stage1-iterations", "2", "--stage2-iterations", "5", "--batch-size", "2",
+            "--out", out]
+    r = run(*base)
+    assert r.exit_code == 0, r.output
+    r = run(*base)  # a second fresh run must not overwrite the first
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = run(*[a if a != "2" or i != base.index("--head-blocks") + 1 else "1" for i, a in enumerate(base)], "--resume")
+    assert r.exit_code == 2 and "config differs" in r.output
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "tmd,teacher-euler", "--checkpoint",
+            f"tmd={out / 'stage2' / 'student'}", "--steps", "1,2", "--limit", "3", "--latency-repeats", "1",
+            "--inner-steps", "1", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "e" / "results.csv")
+    tmd_rows = df[df["method"] == "tmd"]
+    assert list(tmd_rows["row_id"]) == ["tmd-M1-N1H2", "tmd-M2-N1H2"]
+    assert list(tmd_rows["nfe_counted"]) == [1, 2] and list(tmd_rows["inner_steps"]) == [1, 1]
+    assert list(tmd_rows["effective_nfe"]) == pytest.approx([1.0, 2.0])
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "tmd", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "--checkpoint tmd=FOLDER" in r.output

@@ -138,6 +138,55 @@ def report(
     out_console.print(f"report: {html_path}\ntable:  {csv_path}")
 
 
+@app.command()
+@user_errors
+def distill(
+    teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
+    method: str = typer.Option("tmd", help="Distillation method (tmd; baselines arrive with their issue)."),
+    outer_steps: Optional[int] = typer.Option(None, help="TMD: outer steps M (default: the teacher's preset)."),
+    inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N."),
+    head_blocks: Optional[int] = typer.Option(None, help="TMD: flow-head blocks H."),
+    stage: str = typer.Option("all", help="TMD: 1 (TM-MF), 2 (DMD2-v with rollout) or all."),
+    stage1_iterations: Optional[int] = typer.Option(None, help="Override the preset's stage-1 iterations."),
+    stage2_iterations: Optional[int] = typer.Option(None, help="Override the preset's stage-2 iterations."),
+    batch_size: Optional[int] = typer.Option(None, help="Override the preset's batch size."),
+    init: Optional[Path] = typer.Option(None, help="Stage 2 alone: start from this TMD student (default: the teacher)."),
+    seed: int = typer.Option(0),
+    checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    out: Path = typer.Option(Path("runs/distill"), help="Run folder (stage1/, stage2/, each with student/)."),
+):
+    """Distill a few-step student from a teacher (TMD: stage 1 then stage 2, resumable)."""
+    import torch
+
+    from tmd_bench.distill.tmd_train import preset, run_tmd
+    from tmd_bench.teachers import load_teacher
+
+    if method != "tmd":
+        raise ValueError(f"unknown method {method!r}; available: tmd")
+    stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
+    if stages is None:
+        raise ValueError(f"--stage must be 1, 2 or all, got {stage!r}")
+    for name, v in (("--outer-steps", outer_steps), ("--inner-steps", inner_steps), ("--head-blocks", head_blocks),
+                    ("--stage1-iterations", stage1_iterations), ("--stage2-iterations", stage2_iterations),
+                    ("--batch-size", batch_size)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {v}")
+    cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
+                 stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
+                 batch_size=batch_size, seed=seed)
+    dtype = getattr(torch, cfg.dtype) if device.startswith("cuda") else torch.float32
+    t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
+    cfg.tmd.validate(t.num_blocks)
+    t0 = time.time()
+    final = run_tmd(t, cfg, out, stages, resume=resume, init=init, checkpoint_every=checkpoint_every)
+    out_console.print(f"{cfg.tmd.label} student: {final}  ({time.time() - t0:.0f} s)\n"
+                      f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods tmd --checkpoint tmd={final} "
+                      f"--steps {cfg.outer_steps}")
+
+
 @teacher_app.command("list")
 def teacher_list():
     """List the known teachers and where their files come from."""
