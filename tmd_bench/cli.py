@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluation-first benchmarking and distillation for few-step video diffusion.")
 teacher_app = typer.Typer(no_args_is_help=True, help="Teachers: list them, train the Shapes teacher.")
 app.add_typer(teacher_app, name="teacher")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures (never timed assertions).")
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 # Tables are wide; when output goes to a file or CI log, don't squeeze them into 80 columns.
 out_console = Console(width=None if Console().is_terminal else 160)
@@ -185,6 +187,46 @@ def distill(
     out_console.print(f"{cfg.tmd.label} student: {final}  ({time.time() - t0:.0f} s)\n"
                       f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods tmd --checkpoint tmd={final} "
                       f"--steps {cfg.outer_steps}")
+
+
+@bench_app.command("tmd")
+@user_errors
+def bench_tmd(
+    teacher: str = typer.Option("shapes", help="Teacher id."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
+    random_weights: bool = typer.Option(False, help="Wan teachers: exact architecture, random weights (GPU)."),
+    outer_steps: int = typer.Option(2), inner_steps: int = typer.Option(2),
+    head_blocks: Optional[int] = typer.Option(None, help="Default: 2 on shapes, 5 on Wan."),
+    batch_size: int = typer.Option(4, help="Batch of the stage-2 update."),
+    frames: Optional[int] = typer.Option(None), height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    repeats: int = typer.Option(5), warmup: int = typer.Option(2),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+):
+    """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5)."""
+    from dataclasses import replace
+
+    import torch
+    from rich.table import Table
+
+    from tmd_bench.bench import bench_tmd as run_bench
+    from tmd_bench.teachers import load_teacher, random_wan_teacher
+
+    if random_weights:
+        t = random_wan_teacher(teacher, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    else:
+        t = load_teacher(teacher, teacher_path, device=device)
+    size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v}
+    if size:
+        t.spec = replace(t.spec, **size)
+    h = head_blocks or (2 if t.num_blocks < 16 else 5)
+    result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats)
+    table = Table(title=f"tmd-bench bench tmd — {teacher}{' (random weights)' if random_weights else ''} on {device}")
+    table.add_column("what")
+    table.add_column("measured")
+    for k, v in result.rows():
+        table.add_row(k, v)
+    out_console.print(table)
 
 
 @teacher_app.command("list")

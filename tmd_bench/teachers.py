@@ -306,6 +306,46 @@ def _version(pkg: str) -> str:
     return version(pkg)
 
 
+# The transformer configs of the Wan2.1 T2V checkpoints (their transformer/config.json), for
+# random-weight benchmarks: same compute as the real weights, no download.
+WAN_TRANSFORMER_CONFIGS = {
+    "wan2.1-1.3b": dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
+                        out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30,
+                        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
+    "wan2.1-14b": dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16,
+                       out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
+                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
+}
+
+
+class RandomTextEncoder(torch.nn.Module):
+    """Stands in for UMT5-XXL in random-weight speed benchmarks: random embeddings of the right shape."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids, mask=None):
+        from types import SimpleNamespace
+
+        g = torch.Generator().manual_seed(0)
+        return SimpleNamespace(last_hidden_state=torch.randn(*ids.shape, self.dim, generator=g).to(self.anchor.device))
+
+
+def random_wan_teacher(name: str, device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16) -> Teacher:
+    """A Wan2.1 teacher with random weights and the exact architecture (labelled as such in results)."""
+    from diffusers import WanTransformer3DModel
+
+    if name not in WAN_TRANSFORMER_CONFIGS:
+        raise ValueError(f"--random-weights is for {', '.join(WAN_TRANSFORMER_CONFIGS)}, not {name!r}")
+    with torch.device(device):
+        transformer = WanTransformer3DModel(**WAN_TRANSFORMER_CONFIGS[name]).to(dtype).eval().requires_grad_(False)
+    tokenizer = build_tokenizer(["a"], TEACHERS[name].max_sequence_length)
+    return Teacher(TEACHERS[name], transformer, RandomTextEncoder(4096).to(device), tokenizer, IdentityCodec(),
+                   meta={"random_weights": True})
+
+
 # ---------------------------------------------------------------------------------------------
 # Building the Shapes teacher from scratch (what `tmd-bench teacher train` starts from)
 

@@ -1,0 +1,98 @@
+"""`tmd-bench bench tmd`: the two TMD cost figures the paper states, measured (not asserted).
+
+1. **Rollout cost**: one stage-2 *student* update with the flow-head rollout (N inner steps,
+   gradients through each) relative to the same update without it (N = 1). The paper: < 17%
+   extra at H = 5, N = 2, L = 30 — i.e. about the extra H/L of a forward+backward.
+2. **Sampler overhead**: the TMD sampler's denoising wall time against
+   ``effective NFE × one teacher forward`` at batch 1 — the sampler itself must add < 5%.
+
+Timings: warm-up, then the median of repeats, ``torch.cuda.synchronize`` around each on GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from tmd_bench.teachers import Teacher
+
+
+def _timed(fn, warmup: int, repeats: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass
+class TMDBench:
+    label: str
+    blocks: int
+    student_update_rollout_s: float
+    student_update_no_rollout_s: float
+    teacher_forward_s: float
+    sampler_s: float
+    effective_nfe: float
+
+    @property
+    def rollout_extra(self) -> float:
+        return self.student_update_rollout_s / self.student_update_no_rollout_s - 1
+
+    @property
+    def sampler_overhead(self) -> float:
+        return self.sampler_s / (self.effective_nfe * self.teacher_forward_s) - 1
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("configuration", f"{self.label} (L = {self.blocks})"),
+            ("stage-2 student update, rollout N", f"{self.student_update_rollout_s * 1000:.1f} ms"),
+            ("stage-2 student update, no rollout (N = 1)", f"{self.student_update_no_rollout_s * 1000:.1f} ms"),
+            ("rollout extra cost", f"{100 * self.rollout_extra:+.1f}%  (paper: < 17% at H5 N2 L30; "
+                                   f"H/L·(N−1) of the student's share)"),
+            ("teacher forward (batch 1, no CFG)", f"{self.teacher_forward_s * 1000:.2f} ms"),
+            ("TMD sampler denoising", f"{self.sampler_s * 1000:.2f} ms at effective NFE {self.effective_nfe:.3g}"),
+            ("sampler overhead vs eff. NFE × forward", f"{100 * self.sampler_overhead:+.1f}%  (target < 5%)"),
+        ]
+
+
+def bench_tmd(teacher: Teacher, outer_steps: int = 2, inner_steps: int = 2, head_blocks: int = 2,
+              batch_size: int = 4, warmup: int = 2, repeats: int = 5) -> TMDBench:
+    from tmd_bench.distill.data import Batch
+    from tmd_bench.distill.tmd import TMDStudent, effective_nfe, sample_tmd
+    from tmd_bench.distill.tmd_train import TMDStage2, preset
+
+    device = teacher.device
+    cfg = preset(teacher.name, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
+                 batch_size=batch_size, student_every=1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(teacher.latent_shape(batch_size), generator=g).to(device, teacher.dtype)
+    text = teacher.encode_text(["a small red circle moving left on a black background"] * batch_size)
+    batch = Batch([""] * batch_size, x, text)
+
+    def update_time(n: int) -> float:
+        c = replace(cfg, inner_steps=n)
+        stage = TMDStage2(teacher, TMDStudent(copy.deepcopy(teacher.transformer), c.tmd), c)
+        return _timed(lambda: stage.step(batch, 0), warmup, repeats, device)
+
+    with_rollout, without = update_time(inner_steps), update_time(1)
+    x1, t1 = x[:1], text[:1]
+    t = torch.tensor(0.5, device=device)
+    with torch.no_grad():
+        fwd = _timed(lambda: teacher.velocity(x1, t, t1), warmup, repeats, device)
+        student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd).eval()
+        outer, inner = cfg.tmd.outer_grid(), cfg.tmd.inner_grid()
+        sampler = _timed(lambda: sample_tmd(student, x1, t1, outer, inner, [0]), warmup, repeats, device)
+    return TMDBench(cfg.tmd.label, teacher.num_blocks, with_rollout, without, fwd, sampler,
+                    effective_nfe(outer_steps, inner_steps, head_blocks, teacher.num_blocks))
