@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from tmd_bench import flow
-from tmd_bench.distill import critics, losses
+from tmd_bench.distill import losses
+from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
 from tmd_bench.teachers import Teacher
 
@@ -76,20 +77,12 @@ def preset(teacher: str, **overrides) -> TMDTrainConfig:
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _gen(cfg: TMDTrainConfig, stage: int, iteration: int) -> torch.Generator:
+def _gen(cfg, stage: int, iteration: int) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.seed * 1_000_003 + stage * 100_003 + iteration)
-
-
-def _randn(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randn(shape, generator=g).to(like.device, like.dtype)
 
 
 def _rand(n: int, g: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=g).to(device)
-
-
-def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.view(-1, *[1] * (like.ndim - 1)).to(like.dtype)
 
 
 def sample_outer_times(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> torch.Tensor:
@@ -172,30 +165,14 @@ class TMDStage1:
         return export_student(self, folder, stage=1)
 
 
-class TMDStage2:
-    """DMD2-v with flow-head rollout (spec §8): VSD + GAN for the student, DSM for the fake score,
-    logistic loss for the discriminator; two time scales."""
+class TMDStage2(DMDStep):
+    """DMD2-v with flow-head rollout (spec §8): the shared DMD2-v step, with the student's sample
+    for one outer step rolled out through the flow head."""
 
     name = "tmd-stage2"
-    loss_names = ("vsd", "gan_g", "dsm", "disc")
 
     def __init__(self, teacher: Teacher, student: TMDStudent, cfg: TMDTrainConfig):
-        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
-        teacher.transformer.eval().requires_grad_(False)  # frozen; gradients pass through it to x̂ only
-        self.fake = critics.FakeScore(teacher.transformer)
-        self.blocks = tuple(cfg.disc_blocks or critics.discriminator_blocks(teacher.num_blocks))
-        dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
-        self.disc = critics.Discriminator(dim, len(self.blocks)).to(teacher.device)
-        lr = cfg.stage2_lr
-        self.opts = {name: torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.0, 0.99))
-                     for name, m in self.modules().items()}
-        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
-
-    def modules(self):
-        return {"student": self.student, "fake_score": self.fake, "discriminator": self.disc}
-
-    def optimizers(self):
-        return self.opts
+        super().__init__(teacher, student, cfg, cfg.stage2_lr)
 
     def student_sample(self, x: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """One outer step from a noised real clip (pure noise for M = 1), rolled out through the head:
@@ -206,44 +183,8 @@ class TMDStage2:
         t = sample_outer_times(cfg, b, g, x.device)
         x_t = x1 if cfg.outer_steps == 1 else flow.interpolate(x, x1, t)
         feats = self.student.backbone(x_t, t, text)
-        y_hat = rollout(self.student, feats, _randn(x.shape, g, x), self.config.tmd.inner_grid())
+        y_hat = rollout(self.student, feats, _randn(x.shape, g, x), cfg.tmd.inner_grid())
         return x_t - _bcast(t, x_t) * y_hat
-
-    def _update(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.modules()[name].parameters(), self.config.grad_clip)
-        opt.step()
-
-    def step(self, batch, iteration: int) -> dict[str, float]:
-        cfg = self.config
-        g = _gen(cfg, 2, iteration)
-        x, text = batch.clips, batch.text
-        b = x.shape[0]
-        t = flow.shift(0.001 + 0.998 * torch.rand(b, generator=g), cfg.critic_t_shift).to(x.device)
-        eps = _randn(x.shape, g, x)
-        if iteration % cfg.student_every == cfg.student_every - 1:
-            x_hat = self.student_sample(x, text, g)
-            x_hat_t = flow.interpolate(x_hat, eps, t)
-            g_teacher = critics.teacher_x0(self.teacher, x_hat_t.detach(), t, text, self.negative, cfg.teacher_guidance)
-            with torch.no_grad():
-                g_fake = self.fake(x_hat_t.detach(), t, text)
-            l_vsd = losses.vsd_loss(x_hat, g_teacher, g_fake)
-            l_gan = losses.gan_generator_loss(self.disc(critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)))
-            self._update("student", l_vsd + cfg.gan_weight * l_gan)
-            return {"vsd": l_vsd.item(), "gan_g": l_gan.item()}
-        with torch.no_grad():
-            x_hat = self.student_sample(x, text, g)
-            x_hat_t = flow.interpolate(x_hat, eps, t)
-            real_t = flow.interpolate(x, eps, t)
-            f_fake = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
-            f_real = critics.teacher_features(self.teacher, real_t, t, text, self.blocks)
-        l_dsm = losses.dsm_loss(self.fake(x_hat_t, t, text), x_hat)
-        self._update("fake_score", l_dsm)
-        l_disc = losses.gan_discriminator_loss(self.disc(f_fake), self.disc(f_real))
-        self._update("discriminator", l_disc)
-        return {"dsm": l_dsm.item(), "disc": l_disc.item()}
 
     def export(self, folder: Path) -> Path:
         return export_student(self, folder, stage=2)

@@ -1,0 +1,95 @@
+"""The DMD2-v training step shared by TMD stage 2 and the DMD2-v baseline (spec tmd.md §8).
+
+Per iteration, with ``t ~ shift_5(U[0.001, 0.999])`` and ``x̂_t = (1 − t)·x̂ + t·ε``:
+
+- every ``student_every``-th iteration, the **student**: ``L = VSD(x̂; g_T, g_F) + λ·GAN_G``, with
+  ``g_T`` the teacher's CFG x0-prediction, ``g_F`` the fake score's, and the GAN term through the
+  discriminator on teacher features of ``x̂_t`` — gradients flow into whatever ``student_sample``
+  ran (for TMD: every inner step of the rollout and the backbone);
+- otherwise the **critics**: the fake score by DSM on ``sg(x̂)``, the discriminator by the logistic
+  loss on fake ``x̂_t`` vs real clips noised with the same t and ε.
+
+A method only defines ``student_sample(x, text, generator) -> x̂``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tmd_bench import flow
+from tmd_bench.distill import critics, losses
+
+
+def _randn(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=g).to(like.device, like.dtype)
+
+
+def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, *[1] * (like.ndim - 1)).to(like.dtype)
+
+
+class DMDStep:
+    """DMD2-v with two time scales. ``config`` needs: seed, grad_clip, teacher_guidance,
+    gan_weight, critic_t_shift, student_every, disc_blocks."""
+
+    name = "dmd"
+    loss_names = ("vsd", "gan_g", "dsm", "disc")
+    generator_stage = 2  # salt of the per-iteration generator
+
+    def __init__(self, teacher, student: torch.nn.Module, cfg, lr: float):
+        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
+        teacher.transformer.eval().requires_grad_(False)  # frozen; gradients pass through it to x̂ only
+        self.fake = critics.FakeScore(teacher.transformer)
+        self.blocks = tuple(cfg.disc_blocks or critics.discriminator_blocks(teacher.num_blocks))
+        dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
+        self.disc = critics.Discriminator(dim, len(self.blocks)).to(teacher.device)
+        # β1 = 0 for all three networks, as DMD2 does for its two-time-scale updates
+        self.opts = {name: torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.0, 0.99))
+                     for name, m in self.modules().items()}
+        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
+
+    def student_sample(self, x: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def modules(self):
+        return {"student": self.student, "fake_score": self.fake, "discriminator": self.disc}
+
+    def optimizers(self):
+        return self.opts
+
+    def _update(self, name: str, loss: torch.Tensor) -> None:
+        opt = self.opts[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.modules()[name].parameters(), self.config.grad_clip)
+        opt.step()
+
+    def step(self, batch, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.generator_stage * 100_003 + iteration)
+        x, text = batch.clips, batch.text
+        b = x.shape[0]
+        t = flow.shift(0.001 + 0.998 * torch.rand(b, generator=g), cfg.critic_t_shift).to(x.device)
+        eps = _randn(x.shape, g, x)
+        if iteration % cfg.student_every == cfg.student_every - 1:
+            x_hat = self.student_sample(x, text, g)
+            x_hat_t = flow.interpolate(x_hat, eps, t)
+            g_teacher = critics.teacher_x0(self.teacher, x_hat_t.detach(), t, text, self.negative, cfg.teacher_guidance)
+            with torch.no_grad():
+                g_fake = self.fake(x_hat_t.detach(), t, text)
+            l_vsd = losses.vsd_loss(x_hat, g_teacher, g_fake)
+            feats = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
+            l_gan = losses.gan_generator_loss(self.disc(feats))
+            self._update("student", l_vsd + cfg.gan_weight * l_gan)
+            return {"vsd": l_vsd.item(), "gan_g": l_gan.item()}
+        with torch.no_grad():
+            x_hat = self.student_sample(x, text, g)
+            x_hat_t = flow.interpolate(x_hat, eps, t)
+            real_t = flow.interpolate(x, eps, t)
+            f_fake = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
+            f_real = critics.teacher_features(self.teacher, real_t, t, text, self.blocks)
+        l_dsm = losses.dsm_loss(self.fake(x_hat_t, t, text), x_hat)
+        self._update("fake_score", l_dsm)
+        l_disc = losses.gan_discriminator_loss(self.disc(f_fake), self.disc(f_real))
+        self._update("discriminator", l_disc)
+        return {"dsm": l_dsm.item(), "disc": l_disc.item()}
