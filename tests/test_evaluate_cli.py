@@ -128,3 +128,22 @@ def test_distill_then_evaluate_tmd_and_resume_checks(shapes_teacher_dir, tmp_pat
     assert list(tmd_rows["effective_nfe"]) == pytest.approx([1.0, 2.0])
     r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "tmd", "--out", tmp_path / "f")
     assert r.exit_code == 2 and "--checkpoint tmd=FOLDER" in r.output
+
+
+def test_distill_dmd2_and_kd_from_the_cli(shapes_teacher_dir, tmp_path):
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--method", "dmd2", "--steps", "2", "--iterations", "5",
+            "--batch-size", "2", "--out", tmp_path / "dmd2")
+    assert r.exit_code == 0, r.output
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--method", "kd", "--iterations", "3",
+            "--batch-size", "2", "--kd-pairs", "4", "--kd-teacher-steps", "1", "--out", tmp_path / "kd")
+    assert r.exit_code == 0, r.output
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "dmd2,kd", "--steps", "1,2", "--limit", "2",
+            "--checkpoint", f"dmd2={tmp_path / 'dmd2' / 'dmd2' / 'student'}", "--checkpoint",
+            f"kd={tmp_path / 'kd' / 'student'}", "--latency-repeats", "1", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "e" / "results.csv")
+    assert list(df["row_id"]) == ["dmd2-s1", "dmd2-s2", "kd-s1", "kd-s2"]
+    assert (df["nfe"] == df["nfe_counted"]).all()
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "kd", "--checkpoint",
+            f"kd={tmp_path / 'dmd2' / 'dmd2' / 'student'}", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "not a 'kd' one" in r.output

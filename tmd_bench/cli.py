@@ -145,7 +145,11 @@ def report(
 def distill(
     teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
-    method: str = typer.Option("tmd", help="Distillation method (tmd; baselines arrive with their issue)."),
+    method: str = typer.Option("tmd", help="Distillation method: tmd, dmd2, kd."),
+    steps: Optional[int] = typer.Option(None, help="dmd2: student steps M (1 adds a KD warm-up)."),
+    iterations: Optional[int] = typer.Option(None, help="dmd2/kd: training iterations (default: the preset's)."),
+    kd_pairs: Optional[int] = typer.Option(None, help="kd (and one-step dmd2's warm-up): teacher ODE pairs to cache."),
+    kd_teacher_steps: Optional[int] = typer.Option(None, help="kd: teacher Euler steps per pair."),
     outer_steps: Optional[int] = typer.Option(None, help="TMD: outer steps M (default: the teacher's preset)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N."),
     head_blocks: Optional[int] = typer.Option(None, help="TMD: flow-head blocks H."),
@@ -166,8 +170,12 @@ def distill(
     from tmd_bench.distill.tmd_train import preset, run_tmd
     from tmd_bench.teachers import load_teacher
 
+    if method not in ("tmd", "dmd2", "kd"):
+        raise ValueError(f"unknown method {method!r}; available: tmd, dmd2, kd")
     if method != "tmd":
-        raise ValueError(f"unknown method {method!r}; available: tmd")
+        _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
+                              resume, out, checkpoint_every, kd_pairs, kd_teacher_steps)
+        return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
         raise ValueError(f"--stage must be 1, 2 or all, got {stage!r}")
@@ -187,6 +195,36 @@ def distill(
     out_console.print(f"{cfg.tmd.label} student: {final}  ({time.time() - t0:.0f} s)\n"
                       f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods tmd --checkpoint tmd={final} "
                       f"--steps {cfg.outer_steps}")
+
+
+def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
+                          checkpoint_every, kd_pairs, kd_teacher_steps):
+    """DMD2-v or KD: the whole network as a few-step student."""
+    import torch
+
+    from tmd_bench.distill import dmd2, kd
+    from tmd_bench.teachers import load_teacher
+
+    for name, v in (("--steps", steps), ("--iterations", iterations), ("--batch-size", batch_size),
+                    ("--kd-pairs", kd_pairs), ("--kd-teacher-steps", kd_teacher_steps)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {v}")
+    cfg = dmd2.preset(teacher, steps=steps, iterations=iterations, batch_size=batch_size, seed=seed,
+                      kd_pairs=kd_pairs, kd_teacher_steps=kd_teacher_steps)
+    dtype = getattr(torch, cfg.dtype) if device.startswith("cuda") else torch.float32
+    t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
+    t0 = time.time()
+    if method == "dmd2":
+        final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        m = cfg.steps
+    else:
+        kd_cfg = kd.KDConfig(pairs=cfg.kd_pairs, teacher_steps=cfg.kd_teacher_steps,
+                             iterations=iterations or kd.KDConfig.iterations, batch_size=cfg.batch_size, seed=seed)
+        final = kd.run_kd(t, kd_cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        m = 1
+    out_console.print(f"{method} student: {final}  ({time.time() - t0:.0f} s)\n"
+                      f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods {method} "
+                      f"--checkpoint {method}={final} --steps {m}")
 
 
 @bench_app.command("tmd")

@@ -68,8 +68,18 @@ def _tmd_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Meth
     return tmd_method(load_student(cfg.checkpoints["tmd"], teacher, teacher.device), cfg.inner_steps)
 
 
+def _full_student_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    from tmd_bench.distill.dmd2 import full_student_method, load_full_student
+
+    if name not in cfg.checkpoints:
+        raise ValueError(f"method {name!r} needs a student: --checkpoint {name}=FOLDER (written by `tmd-bench distill`)")
+    return full_student_method(load_full_student(cfg.checkpoints[name], teacher, name, teacher.device), name)
+
+
 register_method("teacher", _teacher_factory)
 register_method("tmd", _tmd_factory)
+register_method("dmd2", _full_student_factory)
+register_method("kd", _full_student_factory)
 
 
 def resolve_method(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
