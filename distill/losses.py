@@ -24,6 +24,26 @@ def adaptive_l2(pred: torch.Tensor, target: torch.Tensor, c: float) -> torch.Ten
     return (sq / (sq.detach() + c)).mean()
 
 
+def meanflow_target(u_fn, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor,
+                    delta: float) -> torch.Tensor:
+    """MeanFlow's target ``û = v − (t − r)·du/dt`` (Geng et al., 2025; spec tmd.md §7.6), no gradient.
+
+    ``u_fn(z, t)`` is the average velocity to the fixed ``r``; its total derivative along
+    ``dz/dt = v`` is taken by central finite differences
+    ``[u(z + δv, t + δ) − u(z − δv, t − δ)] / 2δ``, one-sided where t ± δ leaves [r, 1]
+    (finite differences, not forward-mode JVP: JVP does not work with FlashAttention/FSDP).
+    """
+
+    def col(a: torch.Tensor) -> torch.Tensor:
+        return a.view(-1, *[1] * (z.ndim - 1)).to(z.dtype)
+
+    with torch.no_grad():
+        hi = torch.where(t + delta <= 1.0, t + delta, t)
+        lo = torch.where(t - delta >= r, t - delta, t)
+        du_dt = (u_fn(z + col(hi - t) * v, hi) - u_fn(z + col(lo - t) * v, lo)) / col((hi - lo).clamp_min(delta))
+        return v - col(t - r) * du_dt
+
+
 def vsd_loss(x_hat: torch.Tensor, g_teacher: torch.Tensor, g_fake: torch.Tensor) -> torch.Tensor:
     """Variational score distillation (DMD2; spec §8.4), reverse-KL gradient in x0-space:
 

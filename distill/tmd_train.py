@@ -102,19 +102,8 @@ def sample_s_r(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> tuple
 
 def tm_meanflow_target(student: TMDStudent, feats, y_s: torch.Tensor, y1: torch.Tensor, s: torch.Tensor,
                        r: torch.Tensor, v_cfg: torch.Tensor, delta: float) -> torch.Tensor:
-    """MeanFlow target on the inner flow (spec §7.6–7.7), no gradient:
-
-    ``û = v_cfg − (s − r)·du/ds``, with the total derivative along ``dy/ds = v_cfg`` by central
-    finite differences ``[u(y_s + δv, s + δ, r) − u(y_s − δv, s − δ, r)] / 2δ``, one-sided where
-    s ± δ leaves [r, 1]; ``u(y, s, r) = y1 − head(y, s, r)``.
-    """
-    with torch.no_grad():
-        hi = torch.where(s + delta <= 1.0, s + delta, s)
-        lo = torch.where(s - delta >= r, s - delta, s)
-        u_hi = y1 - student.head(y_s + _bcast(hi - s, y_s) * v_cfg, hi, r, feats)
-        u_lo = y1 - student.head(y_s + _bcast(lo - s, y_s) * v_cfg, lo, r, feats)
-        du_ds = (u_hi - u_lo) / _bcast((hi - lo).clamp_min(delta), y_s)
-        return v_cfg - _bcast(s - r, y_s) * du_ds
+    """MeanFlow target on the inner flow (spec §7.6–7.7) with ``u(y, s, r) = y1 − head(y, s, r; m)``."""
+    return losses.meanflow_target(lambda y, s_: y1 - student.head(y, s_, r, feats), y_s, s, r, v_cfg, delta)
 
 
 class TMDStage1:

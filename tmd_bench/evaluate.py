@@ -76,7 +76,16 @@ def _full_student_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> har
     return full_student_method(load_full_student(cfg.checkpoints[name], teacher, name, teacher.device), name)
 
 
+def _meanflow_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    from tmd_bench.distill.meanflow import load_meanflow, meanflow_method
+
+    if name not in cfg.checkpoints:
+        raise ValueError("method 'meanflow' needs a student: --checkpoint meanflow=FOLDER (written by `tmd-bench distill`)")
+    return meanflow_method(load_meanflow(cfg.checkpoints[name], teacher, teacher.device))
+
+
 register_method("teacher", _teacher_factory)
+register_method("meanflow", _meanflow_factory)
 register_method("tmd", _tmd_factory)
 register_method("dmd2", _full_student_factory)
 register_method("kd", _full_student_factory)
