@@ -147,3 +147,15 @@ def test_distill_dmd2_and_kd_from_the_cli(shapes_teacher_dir, tmp_path):
     r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "kd", "--checkpoint",
             f"kd={tmp_path / 'dmd2' / 'dmd2' / 'student'}", "--out", tmp_path / "f")
     assert r.exit_code == 2 and "not a 'kd' one" in r.output
+
+
+@pytest.mark.parametrize("method", ["rcm", "meanflow"])
+def test_distill_and_evaluate_rcm_and_meanflow(method, shapes_teacher_dir, tmp_path):
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--method", method, "--iterations", "2",
+            "--batch-size", "2", "--out", tmp_path / "d")
+    assert r.exit_code == 0, r.output
+    r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", method, "--steps", "1,2", "--limit", "2",
+            "--checkpoint", f"{method}={tmp_path / 'd' / 'student'}", "--latency-repeats", "1", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "e" / "results.csv")
+    assert list(df["row_id"]) == [f"{method}-s1", f"{method}-s2"] and (df["nfe"] == df["nfe_counted"]).all()

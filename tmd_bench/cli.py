@@ -145,7 +145,7 @@ def report(
 def distill(
     teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
-    method: str = typer.Option("tmd", help="Distillation method: tmd, dmd2, kd, meanflow."),
+    method: str = typer.Option("tmd", help="Distillation method: tmd, dmd2, rcm, kd, meanflow."),
     steps: Optional[int] = typer.Option(None, help="dmd2: student steps M (1 adds a KD warm-up)."),
     iterations: Optional[int] = typer.Option(None, help="dmd2/kd: training iterations (default: the preset's)."),
     kd_pairs: Optional[int] = typer.Option(None, help="kd (and one-step dmd2's warm-up): teacher ODE pairs to cache."),
@@ -170,8 +170,8 @@ def distill(
     from tmd_bench.distill.tmd_train import preset, run_tmd
     from tmd_bench.teachers import load_teacher
 
-    if method not in ("tmd", "dmd2", "kd", "meanflow"):
-        raise ValueError(f"unknown method {method!r}; available: tmd, dmd2, kd, meanflow")
+    if method not in ("tmd", "dmd2", "rcm", "kd", "meanflow"):
+        raise ValueError(f"unknown method {method!r}; available: tmd, dmd2, rcm, kd, meanflow")
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
                               resume, out, checkpoint_every, kd_pairs, kd_teacher_steps)
@@ -217,6 +217,12 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
     if method == "dmd2":
         final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every)
         m = cfg.steps
+    elif method == "rcm":
+        from tmd_bench.distill import rcm
+
+        rc = rcm.preset(teacher, iterations=iterations, batch_size=batch_size, seed=seed)
+        final = rcm.run_rcm(t, rc, out, resume=resume, checkpoint_every=checkpoint_every)
+        m = steps or 2
     elif method == "meanflow":
         from tmd_bench.distill import meanflow
 

@@ -84,8 +84,19 @@ def _meanflow_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness
     return meanflow_method(load_meanflow(cfg.checkpoints[name], teacher, teacher.device))
 
 
+def _rcm_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
+    from tmd_bench.distill.dmd2 import load_full_student
+    from tmd_bench.distill.rcm import rcm_method
+
+    if name not in cfg.checkpoints:
+        raise ValueError("method 'rcm' needs a student: --checkpoint rcm=FOLDER (written by `tmd-bench distill`)")
+    student = load_full_student(cfg.checkpoints[name], teacher, "rcm", teacher.device)
+    return rcm_method(student, float(student.config.get("sigma_max", 80.0)))
+
+
 register_method("teacher", _teacher_factory)
 register_method("meanflow", _meanflow_factory)
+register_method("rcm", _rcm_factory)
 register_method("tmd", _tmd_factory)
 register_method("dmd2", _full_student_factory)
 register_method("kd", _full_student_factory)
