@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 
 import torch
+from tmd_bench.distill import wan_parts as wp
 from torch import nn
 
 from tmd_bench import flow
-from tmd_bench.distill import wan_parts as wp
 
 # Paper's discriminator taps (0-based block indices) per teacher depth.
 DISCRIMINATOR_BLOCKS = {30: (15, 22, 29), 40: (19, 29, 39)}

@@ -15,9 +15,10 @@ A method only defines ``student_sample(x, text, generator) -> x̂``.
 from __future__ import annotations
 
 import torch
+from tmd_bench.distill import critics, losses
+from tmd_bench.distill.trainer import update
 
 from tmd_bench import flow
-from tmd_bench.distill import critics, losses
 
 
 def _randn(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -58,11 +59,7 @@ class DMDStep:
         return self.opts
 
     def _update(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.modules()[name].parameters(), self.config.grad_clip)
-        opt.step()
+        update(self.opts[name], loss, self.modules()[name].parameters(), self.config.grad_clip)
 
     def step(self, batch, iteration: int) -> dict[str, float]:
         cfg = self.config

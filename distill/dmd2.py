@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from tmd_bench.distill.dmd import DMDStep, _randn
 from torch import nn
 
 from tmd_bench import flow
-from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 
 
 @dataclass(frozen=True)
@@ -93,24 +93,9 @@ class FullStudent(nn.Module):
 
 def load_full_student(folder: str | Path, teacher, method: str, device="cpu") -> FullStudent:
     """Load a student saved by :meth:`FullStudent.save`, checking method and teacher."""
-    from diffusers import WanTransformer3DModel
+    from tmd_bench.distill.students import read_student
 
-    from tmd_bench.distill.tmd import _architecture
-
-    folder = Path(folder)
-    path = folder / "student_config.json"
-    if not path.is_file():
-        hint = " (it is a TMD student: use --methods tmd)" if (folder / "tmd_config.json").is_file() else ""
-        raise FileNotFoundError(f"{folder} is not a {method} checkpoint (no student_config.json){hint}")
-    meta = json.loads(path.read_text())
-    if meta.get("method") != method:
-        raise ValueError(f"{folder} holds a {meta.get('method')!r} student, not a {method!r} one")
-    if meta["teacher"] != teacher.name or meta["num_blocks"] != teacher.num_blocks:
-        raise ValueError(f"{folder} was distilled from teacher {meta['teacher']!r} ({meta['num_blocks']} blocks), "
-                         f"not from {teacher.name!r} ({teacher.num_blocks} blocks)")
-    tr = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype)
-    if _architecture(tr.config) != _architecture(teacher.transformer.config):
-        raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
+    meta, tr = read_student(folder, teacher, method, "student_config.json")
     config = {k: v for k, v in meta.items() if k not in ("method", "teacher", "teacher_sha256", "num_blocks")}
     return FullStudent(tr, method, config).to(device).eval().requires_grad_(False)
 
@@ -187,10 +172,11 @@ def preset(teacher: str, **overrides) -> DMD2Config:
 def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
              log_every: int = 10) -> Path:
     """DMD2-v in ``out/dmd2`` (after a KD warm-up in ``out/kd-warmup`` for one step); returns the student folder."""
-    from tmd_bench import checkpoint as ckpt
     from tmd_bench.distill.data import WorldBatches
     from tmd_bench.distill.kd import KDConfig, run_kd
     from tmd_bench.distill.trainer import train
+
+    from tmd_bench import checkpoint as ckpt
 
     cfg.validate()
     out = Path(out)

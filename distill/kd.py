@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from tmd_bench import flow, harness, world
 from tmd_bench.distill import losses
 from tmd_bench.distill.data import Batch
+from tmd_bench.distill.trainer import update
+
+from tmd_bench import flow, harness, world
 from tmd_bench.progress import progress_bar
 from tmd_bench.teacher_train import TextCache
 
@@ -120,10 +121,7 @@ class KD:
     def step(self, batch, iteration: int) -> dict[str, float]:
         t = torch.full((batch.noise.shape[0],), flow.T_MAX, device=batch.noise.device)
         loss = losses.regression_loss(self.student.x0(batch.noise, t, batch.text), batch.clips)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.grad_clip)
-        self.opt.step()
+        update(self.opt, loss, self.student.parameters(), self.config.grad_clip)
         return {"kd": loss.item()}
 
     def export(self, folder: Path) -> Path:
@@ -134,9 +132,10 @@ class KD:
 def run_kd(teacher, cfg: KDConfig, out: str | Path, resume: bool = False, student=None,
            checkpoint_every: int = 100, log_every: int = 10) -> Path:
     """Cache the pairs in ``out/pairs``, train in ``out``; returns the student folder."""
-    from tmd_bench import checkpoint as ckpt
     from tmd_bench.distill.dmd2 import DMD2Config, new_student
     from tmd_bench.distill.trainer import train
+
+    from tmd_bench import checkpoint as ckpt
 
     out = Path(out)
     pairs = make_pairs(teacher, cfg, out / "pairs")

@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
-
-from tmd_bench import flow
 from tmd_bench.distill import losses
 from tmd_bench.distill import wan_parts as wp
 from tmd_bench.distill.dmd import _randn
-from tmd_bench.distill.tmd import DeltaTimeEmbedding, _architecture
+from tmd_bench.distill.tmd import DeltaTimeEmbedding
+from tmd_bench.distill.trainer import update
+from torch import nn
+
+from tmd_bench import flow
 
 
 @dataclass(frozen=True)
@@ -88,21 +89,12 @@ class MeanFlowStudent(nn.Module):
 
 
 def load_meanflow(folder: str | Path, teacher, device="cpu") -> MeanFlowStudent:
-    from diffusers import WanTransformer3DModel
     from safetensors.torch import load_file
+    from tmd_bench.distill.students import read_student
 
-    folder = Path(folder)
-    path = folder / "student_config.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {}
-    if meta.get("method") != "meanflow":
-        raise ValueError(f"{folder} is not a MeanFlow checkpoint (method {meta.get('method')!r})")
-    if meta["teacher"] != teacher.name or meta["num_blocks"] != teacher.num_blocks:
-        raise ValueError(f"{folder} was distilled from teacher {meta['teacher']!r}, not {teacher.name!r}")
-    tr = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype)
-    if _architecture(tr.config) != _architecture(teacher.transformer.config):
-        raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
+    meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")
     student = MeanFlowStudent(tr, {k: meta[k] for k in ("steps", "shift")})
-    student.delta_time.load_state_dict(load_file(str(folder / "delta_time.safetensors")))
+    student.delta_time.load_state_dict(load_file(str(Path(folder) / "delta_time.safetensors")))
     return student.to(device).eval().requires_grad_(False)
 
 
@@ -165,10 +157,7 @@ class MeanFlow:
             v_cfg = u_uncond + cfg.omega * ((x1 - x) - u_uncond)
             target = losses.meanflow_target(lambda z_, t_: st(z_, r, t_, text), z, t, r, v_cfg, cfg.fd_delta)
         loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(st.parameters(), cfg.grad_clip)
-        self.opt.step()
+        update(self.opt, loss, st.parameters(), cfg.grad_clip)
         return {"mf": loss.item(), "mse": (u.detach().float() - target.float()).pow(2).mean().item()}
 
     def export(self, folder: Path) -> Path:
@@ -178,9 +167,10 @@ class MeanFlow:
 
 def run_meanflow(teacher, cfg: MeanFlowConfig, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
                  log_every: int = 10) -> Path:
-    from tmd_bench import checkpoint as ckpt
     from tmd_bench.distill.data import WorldBatches
     from tmd_bench.distill.trainer import train
+
+    from tmd_bench import checkpoint as ckpt
 
     out = Path(out)
     student = MeanFlowStudent(copy.deepcopy(teacher.transformer), {"steps": cfg.steps, "shift": cfg.shift})

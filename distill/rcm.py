@@ -31,12 +31,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-
-from tmd_bench import flow
 from tmd_bench.distill import critics, losses
 from tmd_bench.distill.dmd import _bcast, _randn
 from tmd_bench.distill.dmd2 import FullStudent
 from tmd_bench.distill.tmd import inner_noise
+from tmd_bench.distill.trainer import update
+
+from tmd_bench import flow
 
 
 @dataclass(frozen=True)
@@ -228,11 +229,7 @@ class RCM:
         return {"scm": l_scm.item(), "vsd": l_vsd.item(), "fake_fm": l_fm.item()}
 
     def _update(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.modules()[name].parameters(), self.config.grad_clip)
-        opt.step()
+        update(self.opts[name], loss, self.modules()[name].parameters(), self.config.grad_clip)
 
     def export(self, folder: Path) -> Path:
         return self.student.save(folder, self.teacher.name, self.teacher.checkpoint_hash(),
@@ -241,9 +238,10 @@ class RCM:
 
 def run_rcm(teacher, cfg: RCMConfig, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
             log_every: int = 10) -> Path:
-    from tmd_bench import checkpoint as ckpt
     from tmd_bench.distill.data import WorldBatches
     from tmd_bench.distill.trainer import train
+
+    from tmd_bench import checkpoint as ckpt
 
     out = Path(out)
     student = FullStudent(copy.deepcopy(teacher.transformer), "rcm", {"sigma_max": cfg.sigma_max})

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tmd_bench.distill import wan_parts as wp
 from torch import nn
 
 from tmd_bench import flow
-from tmd_bench.distill import wan_parts as wp
 
 
 @dataclass(frozen=True)
@@ -196,33 +196,16 @@ class TMDStudent(nn.Module):
 
 def load_student(folder: str | Path, teacher, device="cpu") -> TMDStudent:
     """Load a TMD student saved by :meth:`TMDStudent.save`, checking it belongs to ``teacher``."""
-    from diffusers import WanTransformer3DModel
     from safetensors.torch import load_file
+    from tmd_bench.distill.students import read_student
 
-    folder = Path(folder)
-    cfg_path = folder / "tmd_config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a TMD checkpoint (no tmd_config.json)")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("method") != "tmd":
-        raise ValueError(f"{folder} holds a {meta.get('method')!r} student, not a TMD one")
-    if meta["teacher"] != teacher.name or meta["num_blocks"] != teacher.num_blocks:
-        raise ValueError(f"{folder} was distilled from teacher {meta['teacher']!r} ({meta['num_blocks']} blocks), "
-                         f"not from {teacher.name!r} ({teacher.num_blocks} blocks)")
-    tr = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype)
-    if _architecture(tr.config) != _architecture(teacher.transformer.config):
-        raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
+    meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")
     cfg = TMDConfig(**{k: meta[k] for k in ("outer_steps", "inner_steps", "head_blocks", "outer_shift", "inner_shift")})
     student = TMDStudent(tr, cfg)
-    extra = load_file(str(folder / "tmd_head.safetensors"))
+    extra = load_file(str(Path(folder) / "tmd_head.safetensors"))
     student.fusion.load_state_dict({k[7:]: v for k, v in extra.items() if k.startswith("fusion.")})
     student.delta_time.load_state_dict({k[11:]: v for k, v in extra.items() if k.startswith("delta_time.")})
     return student.to(device).eval().requires_grad_(False)
-
-
-def _architecture(config) -> tuple:
-    keys = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "text_dim")
-    return tuple(tuple(config[k]) if isinstance(config[k], (list, tuple)) else config[k] for k in keys)
 
 
 # ---------------------------------------------------------------------------------------------

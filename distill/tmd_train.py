@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-
-from tmd_bench import flow
 from tmd_bench.distill import losses
 from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
+from tmd_bench.distill.trainer import update
+
+from tmd_bench import flow
 from tmd_bench.teachers import Teacher
 
 
@@ -144,10 +145,7 @@ class TMDStage1:
             v_cfg = u_uncond + cfg.omega * ((y1 - y) - u_uncond)
             target = tm_meanflow_target(st, feats, y_s, y1, s, r, v_cfg, cfg.fd_delta)
         loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(st.parameters(), cfg.grad_clip)
-        self.opt.step()
+        update(self.opt, loss, st.parameters(), cfg.grad_clip)
         return {"tm_mf": loss.item(), "mse": (u.detach().float() - target.float()).pow(2).mean().item()}
 
     def export(self, folder: Path) -> Path:
@@ -196,10 +194,11 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
     student folder. Stage 2 starts from stage 1's student, from ``init``, or from the teacher."""
     import copy
 
-    from tmd_bench import checkpoint as ckpt
     from tmd_bench.distill.data import WorldBatches
     from tmd_bench.distill.tmd import load_student
     from tmd_bench.distill.trainer import train
+
+    from tmd_bench import checkpoint as ckpt
 
     out = Path(out)
     cfg.tmd.validate(teacher.num_blocks)

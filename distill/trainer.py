@@ -40,6 +40,14 @@ class DistillMethod(Protocol):
     def export(self, folder: Path) -> Path: ...
 
 
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+    """One optimiser step: zero the gradients, backward, clip the gradient norm, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
 def _config_dict(cfg) -> dict:
     """The config as JSON would give it back (tuples become lists), minus what may change on resume
     (iteration budgets: a finished run can be extended)."""

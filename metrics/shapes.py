@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tmd_bench.metrics import oracle
 
 from tmd_bench import world
-from tmd_bench.metrics import oracle
 
 QUALITY = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
            "dynamic_degree", "imaging_quality", "sharpness")

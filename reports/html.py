@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
-
 from tmd_bench.reports.pareto import pareto_front, scatter_svg
 
 QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score")  # first present is the default y axis

@@ -3,10 +3,10 @@ import shutil
 
 import pandas as pd
 import pytest
-
-from tmd_bench.evaluate import EvalConfig, evaluate
 from tmd_bench.reports.html import ReportError, build_report
 from tmd_bench.reports.pareto import pareto_front, scatter_svg
+
+from tmd_bench.evaluate import EvalConfig, evaluate
 
 
 def test_pareto_front_keeps_exactly_the_undominated_points():

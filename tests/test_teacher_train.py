@@ -1,13 +1,12 @@
 import pytest
 import torch
+from conftest import tiny_shapes_teacher
 from safetensors.torch import load_file
 
 from tmd_bench import checkpoint as ckpt
 from tmd_bench import teacher_train
 from tmd_bench.teacher_train import TeacherTrainConfig, train_teacher
 from tmd_bench.teachers import load_teacher
-
-from conftest import tiny_shapes_teacher
 
 
 def cfg(**kw):

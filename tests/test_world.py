@@ -1,8 +1,8 @@
 import pytest
 import torch
+from tmd_bench.metrics import oracle
 
 from tmd_bench import suites, world
-from tmd_bench.metrics import oracle
 
 
 def test_prompt_grammar_round_trips_every_scene():

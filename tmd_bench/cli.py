@@ -115,7 +115,8 @@ def evaluate(
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
-    from tmd_bench.evaluate import EvalConfig, evaluate as run_eval
+    from tmd_bench.evaluate import EvalConfig
+    from tmd_bench.evaluate import evaluate as run_eval
 
     cfg = EvalConfig(teacher=teacher, teacher_path=str(teacher_path) if teacher_path else None,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
@@ -336,7 +337,8 @@ def demo(
     limit: Optional[int] = typer.Option(None, help="Prompts from the evaluation suite (default: all)."),
 ):
     """The main job on the embedded default: evaluate the shipped shapes teacher, write the report."""
-    from tmd_bench.evaluate import EvalConfig, evaluate as run_eval
+    from tmd_bench.evaluate import EvalConfig
+    from tmd_bench.evaluate import evaluate as run_eval
     from tmd_bench.reports.html import build_report
 
     t0 = time.time()

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-
-from tmd_bench import harness
+from conftest import tiny_shapes_teacher
 from tmd_bench.distill import dmd2, kd
 from tmd_bench.distill.data import WorldBatches
 from tmd_bench.distill.dmd2 import DMD2V, DMD2Config, full_student_method, new_student, sample_x0_chain
 
-from conftest import tiny_shapes_teacher
+from tmd_bench import harness
 
 CFG = DMD2Config(steps=2, batch_size=4, lr=1e-3, teacher_guidance=2.0, iterations=5, kd_warmup_iterations=3)
 
@@ -60,8 +59,9 @@ def test_dmd2_student_step_reaches_every_block_and_spares_the_teacher():
 
 
 def test_dmd2_fake_score_learns_the_students_samples():
-    from tmd_bench import flow
     from tmd_bench.distill.losses import dsm_loss
+
+    from tmd_bench import flow
 
     teacher = tiny_shapes_teacher()
     cfg = DMD2Config(**{**CFG.__dict__, "student_every": 10**6, "lr": 3e-3})

@@ -4,13 +4,12 @@ import copy
 
 import pytest
 import torch
-
-from tmd_bench import harness
+from conftest import tiny_shapes_teacher
 from tmd_bench.distill import losses
 from tmd_bench.distill.data import WorldBatches
 from tmd_bench.distill.meanflow import MeanFlow, MeanFlowConfig, MeanFlowStudent, load_meanflow, meanflow_method
 
-from conftest import tiny_shapes_teacher
+from tmd_bench import harness
 
 CFG = MeanFlowConfig(batch_size=8, lr=1e-3, omega=2.0, mf_prob=0.5)
 

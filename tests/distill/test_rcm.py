@@ -4,13 +4,12 @@ import copy
 
 import pytest
 import torch
-
-from tmd_bench import harness
+from conftest import tiny_shapes_teacher
 from tmd_bench.distill import rcm
 from tmd_bench.distill.data import WorldBatches
 from tmd_bench.distill.dmd2 import FullStudent
 
-from conftest import tiny_shapes_teacher
+from tmd_bench import harness
 
 CFG = rcm.RCMConfig(batch_size=4, lr=1e-3, teacher_guidance=2.0, tangent_warmup=5)
 

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from tmd_bench import harness
+from conftest import tiny_shapes_teacher
 from tmd_bench.distill import tmd, wan_parts
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, effective_nfe
 
-from conftest import tiny_shapes_teacher
+from tmd_bench import harness
 
 
 @pytest.fixture

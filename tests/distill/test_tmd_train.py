@@ -2,16 +2,22 @@
 
 import pytest
 import torch
-
-from tmd_bench import checkpoint as ckpt
+from conftest import tiny_shapes_teacher
 from tmd_bench.distill.data import WorldBatches
 from tmd_bench.distill.tmd import TMDStudent
-from tmd_bench.distill.tmd_train import (TMDStage1, TMDStage2, TMDTrainConfig, preset, run_tmd, sample_s_r,
-                                         tm_meanflow_target)
+from tmd_bench.distill.tmd_train import (
+    TMDStage1,
+    TMDStage2,
+    TMDTrainConfig,
+    preset,
+    run_tmd,
+    sample_s_r,
+    tm_meanflow_target,
+)
 from tmd_bench.distill.trainer import train
-from tmd_bench.teacher_train import load_log
 
-from conftest import tiny_shapes_teacher
+from tmd_bench import checkpoint as ckpt
+from tmd_bench.teacher_train import load_log
 
 CFG = TMDTrainConfig(outer_steps=2, inner_steps=2, head_blocks=2, batch_size=4, stage1_lr=1e-3, stage2_lr=1e-3,
                      stage1_iterations=4, stage2_iterations=5, teacher_guidance=2.0)
@@ -102,8 +108,9 @@ def test_stage2_fake_score_learns_the_student_distribution():
     held_out = next(WorldBatches(teacher, 16, seed=99))
 
     def dsm_on_held_out() -> float:
-        from tmd_bench import flow
         from tmd_bench.distill.losses import dsm_loss
+
+        from tmd_bench import flow
 
         g = torch.Generator().manual_seed(123)
         with torch.no_grad():
@@ -147,8 +154,9 @@ def test_resume_from_a_different_config_is_refused(tmp_path):
 
 
 def test_run_tmd_both_stages_writes_an_evaluable_student(tmp_path):
-    from tmd_bench import harness
     from tmd_bench.distill.tmd import load_student, tmd_method
+
+    from tmd_bench import harness
 
     teacher = tiny_shapes_teacher()
     final = run_tmd(teacher, CFG, tmp_path, checkpoint_every=5)
