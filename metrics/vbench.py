@@ -1,0 +1,96 @@
+"""VBench's aggregation, exactly as VBench computes it — a local calculator.
+
+Each of the 16 dimensions is min/max-normalised with VBench's fixed constants and weighted (1,
+dynamic degree 0.5); **Quality** is the weighted mean of the 7 quality dimensions, **Semantic** of
+the 9 semantic ones, and **Total = (4·Quality + 1·Semantic) / 5**. Constants: VBench's
+``scripts/constant.py``; procedure: its ``scripts/cal_final_score.py`` (a missing dimension
+counts as 0 there, and here only when ``missing="zero"``).
+
+Inputs are raw per-dimension scores in [0, 1] (VBench's JSON results hold them as
+``{"subject_consistency": [score, per_video…]}``; :func:`from_vbench_json` reads that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+QUALITY = ("subject consistency", "background consistency", "temporal flickering", "motion smoothness",
+           "aesthetic quality", "imaging quality", "dynamic degree")
+SEMANTIC = ("object class", "multiple objects", "human action", "color", "spatial relationship", "scene",
+            "appearance style", "temporal style", "overall consistency")
+DIMENSIONS = QUALITY + SEMANTIC
+
+WEIGHT = {d: 1.0 for d in DIMENSIONS} | {"dynamic degree": 0.5}
+NORMALIZE = {  # (min, max)
+    "subject consistency": (0.1462, 1.0),
+    "background consistency": (0.2615, 1.0),
+    "temporal flickering": (0.6293, 1.0),
+    "motion smoothness": (0.706, 0.9975),
+    "dynamic degree": (0.0, 1.0),
+    "aesthetic quality": (0.0, 1.0),
+    "imaging quality": (0.0, 1.0),
+    "object class": (0.0, 1.0),
+    "multiple objects": (0.0, 1.0),
+    "human action": (0.0, 1.0),
+    "color": (0.0, 1.0),
+    "spatial relationship": (0.0, 1.0),
+    "scene": (0.0, 0.8222),
+    "appearance style": (0.0009, 0.2855),
+    "temporal style": (0.0, 0.364),
+    "overall consistency": (0.0, 0.364),
+}
+QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
+
+
+def _key(name: str) -> str:
+    return name.replace("_", " ").strip().lower()
+
+
+def normalised(scores: dict[str, float]) -> dict[str, float]:
+    """``w_d · (s_d − min_d) / (max_d − min_d)`` for each dimension present."""
+    out = {}
+    for name, value in scores.items():
+        d = _key(name)
+        if d not in NORMALIZE:
+            raise ValueError(f"unknown VBench dimension {name!r}; expected one of {', '.join(DIMENSIONS)}")
+        lo, hi = NORMALIZE[d]
+        out[d] = WEIGHT[d] * (float(value) - lo) / (hi - lo)
+    return out
+
+
+def aggregate(scores: dict[str, float], missing: str = "error") -> dict[str, float]:
+    """Quality, Semantic and Total (all in [0, 1] scale, ×100 for the leaderboard's percentages).
+
+    ``missing="error"`` refuses an incomplete set of dimensions; ``"zero"`` scores absent ones
+    as 0, as VBench's own script does; ``"skip"`` averages over the dimensions present (not
+    comparable with published numbers — the result says so with ``complete = 0``).
+    """
+    norm = normalised(scores)
+    absent = [d for d in DIMENSIONS if d not in norm]
+    if absent and missing == "error":
+        raise ValueError(f"missing VBench dimensions: {', '.join(absent)} (pass missing='zero' or 'skip')")
+
+    def mean(group: tuple[str, ...]) -> float:
+        dims = [d for d in group if d in norm] if missing == "skip" else list(group)
+        if not dims:
+            return float("nan")
+        return sum(norm.get(d, 0.0) for d in dims) / sum(WEIGHT[d] for d in dims)
+
+    quality, semantic = mean(QUALITY), mean(SEMANTIC)
+    total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
+    return {"quality": quality, "semantic": semantic, "total": total, "complete": float(not absent)}
+
+
+def from_vbench_json(path: str | Path) -> dict[str, float]:
+    """Per-dimension scores from a VBench ``*_eval_results.json`` (``{dim: [score, details]}``)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of dimension → [score, …]")
+    out = {}
+    for k, v in data.items():
+        score = v[0] if isinstance(v, list) else v
+        if not isinstance(score, (int, float)):
+            raise ValueError(f"{path}: dimension {k!r} has no numeric score")
+        out[_key(k)] = float(score)
+    return out
