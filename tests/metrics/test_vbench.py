@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from tmd_bench.metrics import vbench
 
 
