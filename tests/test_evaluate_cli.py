@@ -159,3 +159,21 @@ def test_distill_and_evaluate_rcm_and_meanflow(method, shapes_teacher_dir, tmp_p
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "e" / "results.csv")
     assert list(df["row_id"]) == [f"{method}-s1", f"{method}-s2"] and (df["nfe"] == df["nfe_counted"]).all()
+
+
+def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from tmd_bench.distill import dmd2, tmd_train
+
+    monkeypatch.setitem(tmd_train.PRESETS, "shapes", replace(tmd_train.PRESETS["shapes"], stage1_iterations=2,
+                                                            stage2_iterations=5, batch_size=2))
+    monkeypatch.setitem(dmd2.PRESETS, "shapes", replace(dmd2.PRESETS["shapes"], iterations=5, batch_size=2))
+    r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "tmd-M2,dmd2-s2", "--limit", "2",
+            "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "c" / "eval" / "results.csv")
+    assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N2H2-stage1", "dmd2-s2", "teacher-euler-s50"} <= set(df["row_id"])
+    assert (tmp_path / "c" / "report" / "report.html").is_file()
+    r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "nope", "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "unknown plan entries" in r.output

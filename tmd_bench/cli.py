@@ -240,6 +240,32 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
                       f"--checkpoint {method}={final} --steps {m}")
 
 
+@app.command()
+@user_errors
+def compare(
+    teacher: str = typer.Option("shapes", help="Teacher id."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
+    only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M1, dmd2-s1, dmd2-s2, "
+                                       "dmd2-s4, rcm, kd, meanflow); default: all."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    out: Path = typer.Option(Path("runs/compare"), help="Folder: students/<entry>/, eval/, report/."),
+):
+    """Distill every method from one teacher (resuming what exists), evaluate all, write the report."""
+    from tmd_bench.compare import compare as run_compare
+    from tmd_bench.compare import plan
+    from tmd_bench.teachers import load_teacher
+
+    names = [e.name for e in plan(teacher)]
+    chosen = [x.strip() for x in only.split(",")] if only else None
+    unknown = [x for x in chosen or [] if x not in names]
+    if unknown:
+        raise ValueError(f"unknown plan entries {unknown}; choose from {', '.join(names)}")
+    t = load_teacher(teacher, teacher_path, device=device)
+    html = run_compare(t, out, chosen, limit=limit, console=out_console)
+    out_console.print(f"report: {html.resolve()}")
+
+
 @bench_app.command("tmd")
 @user_errors
 def bench_tmd(

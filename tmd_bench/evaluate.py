@@ -131,6 +131,7 @@ class EvalConfig:
     width: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
+    row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
     out: str = "runs/eval"
 
     def validate(self) -> None:
@@ -250,6 +251,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
         for method in methods:
             for steps in cfg.steps:
                 row_id = f"{method.name}-{method.columns(steps).get('config_label', f's{steps}')}"
+                row_id += f"-{cfg.row_suffix}" if cfg.row_suffix else ""
                 bar.update(task, status=row_id)
                 gen = harness.generate(method, teacher, prompts, seeds, steps, cfg.batch_size,
                                        on_batch=lambda n: bar.advance(task, n))
