@@ -1,0 +1,51 @@
+"""The CLIP score through the real open_clip code path, on a tiny random model built here."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tmd_bench.metrics import clip
+
+TINY = {"embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "tiny-test-clip.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(folder / "tiny-test-clip.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-test-clip", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "w.safetensors"))
+    return folder / "w.safetensors"
+
+
+def test_clip_score_is_frame_averaged_clamped_cosine(tiny_clip):
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    videos = torch.rand(2, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prompts = ["a red circle", "two blue squares"]
+    s = scorer.score(videos, prompts)
+    cos = torch.einsum("bfd,bd->bf", scorer.frame_features(videos), scorer.text_features(prompts))
+    torch.testing.assert_close(s, (100 * cos).clamp_min(0).mean(1))
+    assert s.shape == (2,) and (s >= 0).all() and (s <= 100).all()
+    assert scorer.weights_sha256 == clip.file_hash(tiny_clip)
+
+
+def test_missing_and_unsafe_weights_are_clear_errors(tmp_path, monkeypatch, tiny_clip):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(clip.ClipWeightsNotFound, match="huggingface-cli download .*open_clip_model.safetensors"):
+        clip.load_clip("ViT-B-32")
+    with pytest.raises(clip.ClipWeightsNotFound, match="no such file"):
+        clip.load_clip("ViT-B-32", tmp_path / "nope.safetensors")
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="only .safetensors"):
+        clip.load_clip("ViT-B-32", tmp_path / "w.bin")
+    with pytest.raises(ValueError, match="does not fit open_clip ViT-B-32"):
+        clip.load_clip("ViT-B-32", tiny_clip)
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        clip.load_clip("ViT-Z-99", tiny_clip)
