@@ -41,7 +41,7 @@ def _fmt(v: float) -> str:
 
 
 def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_x: bool = True,
-                width: int = 640, height: int = 420) -> str:
+                width: int = 600, height: int = 420) -> str:
     """An SVG scatter of ``points`` (dicts with x, y, label, group, front) with the front drawn.
 
     Each point has a ``<title>`` (hover text) and a visible label; points group by colour.
@@ -91,13 +91,20 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
         out.append(f'<path d="{" ".join(path)}" class="front"/>')
     groups = sorted({p["group"] for p in pts})
     colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
-    for p in pts:
+    placed: list[tuple[float, float]] = []
+    for p in sorted(pts, key=lambda q: (fx(q["x"]), fy(q["y"]))):
         cx, cy = fx(p["x"]), fy(p["y"])
+        right = cx > ml + 0.7 * pw  # labels near the right edge go to the left of their point
+        lx, ly = (cx - 7, cy - 6) if right else (cx + 7, cy - 6)
+        while any(abs(ly - py) < 11 and abs(lx - px) < 90 for px, py in placed):  # stagger clashing labels
+            ly += 11
+        placed.append((lx, ly))
         tip = f'{p["label"]}: {x_label} {_fmt(p["x"])}, {y_label} {_fmt(p["y"])}' + (" (Pareto front)" if p["front"] else "")
+        anchor = ' text-anchor="end"' if right else ""
         out.append(f'<g class="point{" on-front" if p["front"] else ""}" data-label="{escape(p["label"])}">'
                    f'<title>{escape(tip)}</title>'
                    f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{6 if p["front"] else 4.5}" fill="{colour[p["group"]]}"/>'
-                   f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" class="label">{escape(p["short"])}</text></g>')
+                   f'<text x="{lx:.1f}" y="{ly:.1f}" class="label"{anchor}>{escape(p["short"])}</text></g>')
     for i, g in enumerate(groups):  # legend
         y = mt + 12 + 18 * i
         out.append(f'<circle cx="{ml + pw + 16}" cy="{y}" r="5" fill="{colour[g]}"/>'
