@@ -44,13 +44,14 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from tmd_bench.checkpoint import IncompatibleCheckpoint
+        from tmd_bench.metrics.clip import ClipWeightsNotFound
         from tmd_bench.reports.html import ReportError
         from tmd_bench.suites import SuiteError
         from tmd_bench.teachers import TeacherNotFound
 
         try:
             return fn(*args, **kwargs)
-        except (TeacherNotFound, SuiteError, ReportError, IncompatibleCheckpoint, PermissionError,
+        except (TeacherNotFound, ClipWeightsNotFound, SuiteError, ReportError, IncompatibleCheckpoint, PermissionError,
                 FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
             console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(2)
@@ -112,6 +113,10 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity (default: shapes on the "
+                                          "Shapes world, none elsewhere)."),
+    clip_model: str = typer.Option("ViT-B-32", help="open_clip model for --metrics clip (e.g. ViT-B-32, ViT-H-14)."),
+    clip_weights: Optional[Path] = typer.Option(None, help="Local .safetensors CLIP weights (default: the HF cache)."),
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
@@ -122,7 +127,9 @@ def evaluate(
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
                      prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
-                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, out=str(out))
+                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps,
+                     metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                     clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None, out=str(out))
     run_eval(cfg, console=out_console)
     out_console.print(f"results: {out / 'results.csv'}")
 

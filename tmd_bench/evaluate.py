@@ -40,6 +40,7 @@ CORE_COLUMNS = [
     "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed",
 ]
 
+METRICS = ("shapes", "clip", "fidelity")  # --metrics choices
 MethodFactory = Callable[[Teacher, "EvalConfig", str], harness.Method]
 _FACTORIES: dict[str, MethodFactory] = {}
 
@@ -132,6 +133,9 @@ class EvalConfig:
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
     row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
+    metrics: list[str] | None = None  # None: "shapes" on the Shapes world, none elsewhere
+    clip_model: str = "ViT-B-32"
+    clip_weights: str | None = None
     out: str = "runs/eval"
 
     def validate(self) -> None:
@@ -148,6 +152,9 @@ class EvalConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"--{name} must be ≥ 1, got {v}")
+        unknown = [m for m in self.metrics or [] if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}")
         if self.batch_size < 1 or self.latency_repeats < 1 or self.latency_warmup < 0:
             raise ValueError("--batch-size and --latency-repeats must be ≥ 1, --latency-warmup ≥ 0")
 
@@ -219,6 +226,10 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
     for m, p in cfg.checkpoints.items():
         if m == method.split("-", 1)[0]:
             args += ["--checkpoint", f"{m}={p}"]
+    if cfg.metrics is not None:
+        args += ["--metrics", ",".join(cfg.metrics)]
+        if "clip" in cfg.metrics:
+            args += ["--clip-model", cfg.clip_model] + (["--clip-weights", cfg.clip_weights] if cfg.clip_weights else [])
     return shlex.join(args)
 
 
@@ -238,6 +249,14 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
     if teacher.spec.world == "shapes":
         suites.check_world_prompts(suite)
     methods = [resolve_method(teacher, cfg, m) for m in cfg.methods]
+    metrics = cfg.metrics if cfg.metrics is not None else (["shapes"] if teacher.spec.world == "shapes" else [])
+    if "shapes" in metrics and teacher.spec.world != "shapes":
+        raise ValueError(f"the shapes metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
+    scorer = None
+    if "clip" in metrics:
+        from tmd_bench.metrics.clip import load_clip
+
+        scorer = load_clip(cfg.clip_model, cfg.clip_weights, device)
     prompts, seeds = list(suite.prompts), suite.seeds(cfg.seed)
     env = environment(device)
     results_path = out / "results.csv"
@@ -268,7 +287,9 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                 }
                 per_clip: list[dict] = []
                 metric_impls = {}
-                if teacher.spec.world == "shapes":
+                row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
+                                          metric_impls))
+                if "shapes" in metrics:
                     from tmd_bench.metrics import shapes
 
                     agg, per_clip = shapes.evaluate_clips(gen.videos, prompts)
@@ -310,6 +331,48 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
     if console is not None:
         print_table(df, console)
     return df
+
+
+def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prompts: list[str], seeds: list[int],
+                   suite, scorer, metrics: list[str], out: Path, impls: dict) -> dict:
+    """CLIP score, and fidelity to the teacher's 50-step samples from the same noise."""
+    row: dict = {}
+    if scorer is not None:
+        row["clip_score"] = float(scorer.score(videos, prompts).mean())
+        impls["clip"] = {"implementation": f"open_clip {scorer.name}, frame-averaged max(100·cos, 0)",
+                         "weights": str(scorer.weights), "weights_sha256": scorer.weights_sha256}
+    if "fidelity" in metrics:
+        from tmd_bench.metrics.fidelity import frechet_distance, paired_psnr_ssim
+
+        ref = teacher_reference(cfg, teacher, prompts, seeds, suite, out)
+        row["psnr_teacher"], row["ssim_teacher"] = paired_psnr_ssim(videos, ref)
+        impls["fidelity"] = {"implementation": "torchmetrics PSNR/SSIM vs teacher-euler 50 steps, same noise",
+                             "weights_sha256": None}
+        if scorer is not None:
+            b, f = videos.shape[0], videos.shape[2]
+            feats = scorer.frame_features(videos).reshape(b * f, -1).cpu().numpy()
+            ref_feats = scorer.frame_features(ref).reshape(b * f, -1).cpu().numpy()
+            row["fd_clip_teacher"] = frechet_distance(feats, ref_feats)
+    return row
+
+
+def teacher_reference(cfg: EvalConfig, teacher: Teacher, prompts: list[str], seeds: list[int], suite,
+                      out: Path) -> torch.Tensor:
+    """The teacher's 50-step Euler CFG clips for the suite, cached in ``out/reference``."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    key = json.dumps([teacher.checkpoint_hash(), suite.sha256, len(prompts), seeds[0], cfg.guidance, cfg.shift,
+                      teacher.spec.frames, teacher.spec.height, teacher.spec.width])
+    path = out / "reference" / f"teacher-euler-50-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["videos"]
+    method = harness.teacher_method(teacher, "euler", cfg.guidance, cfg.shift)
+    videos = harness.generate(method, teacher, prompts, seeds, 50, cfg.batch_size).videos
+    path.parent.mkdir(exist_ok=True)
+    save_file({"videos": videos.contiguous()}, str(path), metadata={"key": key})
+    return videos
 
 
 def write_results(rows: list[dict], path: Path) -> None:

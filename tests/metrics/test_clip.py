@@ -49,3 +49,34 @@ def test_missing_and_unsafe_weights_are_clear_errors(tmp_path, monkeypatch, tiny
         clip.load_clip("ViT-B-32", tiny_clip)
     with pytest.raises(ValueError, match="unknown open_clip model"):
         clip.load_clip("ViT-Z-99", tiny_clip)
+
+
+def test_evaluate_with_clip_and_fidelity_metrics(tiny_clip, wan_teacher_dir, tmp_path):
+    import json as _json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from tmd_bench.cli import app
+
+    suite = tmp_path / "p.txt"
+    suite.write_text("a cat on the grass\na dog running in a field\na red field\n")
+    args = ["evaluate", "--teacher", "wan2.1-1.3b", "--teacher-path", str(wan_teacher_dir), "--prompts", str(suite),
+            "--frames", "5", "--height", "32", "--width", "32", "--latency-repeats", "1", "--steps", "1,50",
+            "--metrics", "clip,fidelity", "--clip-model", "tiny-test-clip", "--clip-weights", str(tiny_clip),
+            "--out", str(tmp_path / "run")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert df["clip_score"].between(0, 100).all()
+    ref = df[df["steps"] == 50].iloc[0]  # the teacher's own 50-step samples are the reference
+    assert ref["psnr_teacher"] == 100.0 and ref["ssim_teacher"] == pytest.approx(1.0)
+    assert ref["fd_clip_teacher"] == pytest.approx(0.0, abs=1e-6)
+    one = df[df["steps"] == 1].iloc[0]
+    assert one["psnr_teacher"] < 100 and one["fd_clip_teacher"] > 0
+    card = _json.loads((tmp_path / "run" / one["run_card"]).read_text())
+    assert card["metrics"]["clip"]["weights_sha256"] == clip.file_hash(tiny_clip)
+    r = CliRunner().invoke(app, args[:-2] + ["--metrics", "shapes", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "is not one" in r.output
+    r = CliRunner().invoke(app, args[:-2] + ["--metrics", "fvd", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown metric 'fvd'" in r.output
