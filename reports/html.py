@@ -173,10 +173,11 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
                          "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
                          "latency_total_s", "fps", metric] if c in df]
-    extra = [c for c in df.columns if c.startswith("acc_") or c in (
-        "subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
-        "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "fd", "vbench_quality",
-        "vbench_semantic", "vbench_total") and c not in shown]
+    quality_cols = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
+                    "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "psnr_teacher", "ssim_teacher",
+                    "fd_clip_teacher")
+    extra = [c for c in df.columns
+             if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown]
     cols = shown + extra
     html.append("<h2>Results</h2><p class='note'>Click a column to sort. Bold: on the Pareto front "
                 "of quality vs latency.</p><table class='sortable'><thead><tr>")

@@ -113,8 +113,8 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity (default: shapes on the "
-                                          "Shapes world, none elsewhere)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity, vbench-lite (default: "
+                                          "shapes on the Shapes world, none elsewhere)."),
     clip_model: str = typer.Option("ViT-B-32", help="open_clip model for --metrics clip (e.g. ViT-B-32, ViT-H-14)."),
     clip_weights: Optional[Path] = typer.Option(None, help="Local .safetensors CLIP weights (default: the HF cache)."),
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),

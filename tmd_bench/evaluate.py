@@ -40,7 +40,7 @@ CORE_COLUMNS = [
     "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed",
 ]
 
-METRICS = ("shapes", "clip", "fidelity")  # --metrics choices
+METRICS = ("shapes", "clip", "fidelity", "vbench-lite")  # --metrics choices
 MethodFactory = Callable[[Teacher, "EvalConfig", str], harness.Method]
 _FACTORIES: dict[str, MethodFactory] = {}
 
@@ -228,7 +228,7 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
             args += ["--checkpoint", f"{m}={p}"]
     if cfg.metrics is not None:
         args += ["--metrics", ",".join(cfg.metrics)]
-        if "clip" in cfg.metrics:
+        if "clip" in cfg.metrics or "vbench-lite" in cfg.metrics:
             args += ["--clip-model", cfg.clip_model] + (["--clip-weights", cfg.clip_weights] if cfg.clip_weights else [])
     return shlex.join(args)
 
@@ -253,7 +253,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
     if "shapes" in metrics and teacher.spec.world != "shapes":
         raise ValueError(f"the shapes metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
     scorer = None
-    if "clip" in metrics:
+    if "clip" in metrics or "vbench-lite" in metrics:
         from tmd_bench.metrics.clip import load_clip
 
         scorer = load_clip(cfg.clip_model, cfg.clip_weights, device)
@@ -337,7 +337,12 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
                    suite, scorer, metrics: list[str], out: Path, impls: dict) -> dict:
     """CLIP score, and fidelity to the teacher's 50-step samples from the same noise."""
     row: dict = {}
-    if scorer is not None:
+    if "vbench-lite" in metrics:
+        from tmd_bench.metrics import vbench_lite
+
+        row.update(vbench_lite.vbench_lite(videos, scorer))
+        impls["vbench-lite"] = {"implementation": vbench_lite.IMPLEMENTATIONS, "weights_sha256": scorer.weights_sha256}
+    if "clip" in metrics:
         row["clip_score"] = float(scorer.score(videos, prompts).mean())
         impls["clip"] = {"implementation": f"open_clip {scorer.name}, frame-averaged max(100·cos, 0)",
                          "weights": str(scorer.weights), "weights_sha256": scorer.weights_sha256}
@@ -348,7 +353,7 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
         row["psnr_teacher"], row["ssim_teacher"] = paired_psnr_ssim(videos, ref)
         impls["fidelity"] = {"implementation": "torchmetrics PSNR/SSIM vs teacher-euler 50 steps, same noise",
                              "weights_sha256": None}
-        if scorer is not None:
+        if "clip" in metrics:
             b, f = videos.shape[0], videos.shape[2]
             feats = scorer.frame_features(videos).reshape(b * f, -1).cpu().numpy()
             ref_feats = scorer.frame_features(ref).reshape(b * f, -1).cpu().numpy()

@@ -80,3 +80,21 @@ def test_evaluate_with_clip_and_fidelity_metrics(tiny_clip, wan_teacher_dir, tmp
     assert r.exit_code == 2 and "is not one" in r.output
     r = CliRunner().invoke(app, args[:-2] + ["--metrics", "fvd", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "unknown metric 'fvd'" in r.output
+
+
+def test_vbench_lite_dimensions(tiny_clip):
+    from tmd_bench.metrics import vbench_lite
+
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    still = torch.zeros(2, 3, 6, 24, 24).uniform_(-1, 1, generator=torch.Generator().manual_seed(0))[:, :, :1]
+    still = still.expand(-1, -1, 6, -1, -1).contiguous()  # one frame repeated: perfectly static
+    dims = vbench_lite.vbench_lite(still, scorer)
+    assert dims["vb_temporal_flickering"] == 1.0 and dims["vb_motion_smoothness"] == 1.0
+    assert dims["vb_dynamic_degree"] == 0.0 and dims["vb_background_consistency"] == pytest.approx(1.0, abs=1e-5)
+    noise = torch.rand(2, 3, 6, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    dyn = vbench_lite.vbench_lite(noise, scorer)
+    assert dyn["vb_dynamic_degree"] == 1.0 and dyn["vb_temporal_flickering"] < 0.8
+    # a linear fade is perfectly smooth to the linear-interpolation substitute, but not static
+    fade = torch.linspace(-1, 1, 6).view(1, 1, 6, 1, 1).expand(1, 3, 6, 24, 24)
+    assert vbench_lite.motion_smoothness(fade).item() == pytest.approx(1.0, abs=2 / 255)
+    assert vbench_lite.temporal_flickering(fade).item() < 1.0
