@@ -48,8 +48,36 @@ def _builtin_path(name: str) -> Path | None:
     return None
 
 
+def load_vbench_suite(dimension: str) -> Suite:
+    """VBench's prompts for one dimension (``--prompts vbench:overall_consistency``), read from the
+    ``VBench_full_info.json`` of the installed ``vbench`` package (entries ``{"prompt_en",
+    "dimension": [...]}``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise SuiteError("VBench prompt lists come from the vbench package, which is not installed: "
+                         "pip install vbench (or pass a prompt file)")
+    info = Path(list(spec.submodule_search_locations)[0]) / "VBench_full_info.json"
+    if not info.is_file():
+        raise SuiteError(f"{info} is missing; download VBench_full_info.json from the VBench repository into it")
+    raw = info.read_bytes()
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise SuiteError(f"{info}: not valid JSON ({e.msg})") from None
+    known = sorted({d for e in entries for d in e.get("dimension", [])})
+    prompts = [e["prompt_en"] for e in entries if dimension in e.get("dimension", [])]
+    if not prompts:
+        raise SuiteError(f"no VBench prompts for dimension {dimension!r}; known: {', '.join(known)}")
+    return Suite(f"vbench:{dimension}", tuple(prompts), str(info), hashlib.sha256(raw).hexdigest()[:16])
+
+
 def load_suite(name_or_path: str) -> Suite:
-    """Load a built-in suite by name or a suite file by path; malformed input is a SuiteError."""
+    """Load a built-in suite by name, ``vbench:<dimension>``, or a suite file by path;
+    malformed input is a SuiteError."""
+    if name_or_path.startswith("vbench:"):
+        return load_vbench_suite(name_or_path.split(":", 1)[1])
     path = _builtin_path(name_or_path)
     if path is None:
         path = Path(name_or_path).expanduser()
