@@ -11,7 +11,6 @@ and an append-only ``log.csv``; the data stream is a pure function of (seed, ste
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,7 +152,7 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig, resume: bool = False
 def training_record(cfg: TeacherTrainConfig, step: int, elapsed: float) -> dict:
     return {"steps": step, "wall_time_s": round(elapsed, 1), "config": asdict(cfg),
             "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-            "torch": torch.__version__, "command": f"tmd-bench teacher train --steps {cfg.steps}"}
+            "torch": torch.__version__, "command": f"tmd-bench teacher train --steps {step} --export"}
 
 
 def export_ema(teacher: Teacher, ema: list[torch.Tensor], folder: Path, meta: dict) -> Path:
@@ -177,6 +176,3 @@ def load_log(folder: Path) -> list[dict]:
     cols = lines[0].split(",")
     return [dict(zip(cols, ln.split(","))) for ln in lines[1:]]
 
-
-def dump_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2))
