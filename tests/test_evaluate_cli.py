@@ -177,3 +177,18 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
     assert (tmp_path / "c" / "report" / "report.html").is_file()
     r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "nope", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "unknown plan entries" in r.output
+
+
+def test_demo_runs_on_the_shipped_teacher(tmp_path):
+    """The shipped Shapes teacher loads from the package and the demo writes its table and report."""
+    from tmd_bench.teachers import SHAPES_TEACHER_DIR, load_teacher
+
+    teacher = load_teacher("shapes")
+    assert teacher.path == SHAPES_TEACHER_DIR and teacher.meta["train"]["steps"] > 0
+    assert (SHAPES_TEACHER_DIR / "training_log.csv").is_file()
+    r = run("demo", "--limit", "2", "--out", tmp_path / "demo")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "demo" / "teacher" / "results.csv")
+    assert list(df["row_id"]) == ["teacher-euler-s1", "teacher-euler-s2", "teacher-euler-s4", "teacher-euler-s8",
+                                  "teacher-euler-s50", "teacher-unipc-s2", "teacher-unipc-s4", "teacher-unipc-s8"]
+    assert (tmp_path / "demo" / "report" / "report.html").is_file() and "report:" in r.output
