@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tmd_bench.distill import losses
 from tmd_bench.distill.data import Batch
-from tmd_bench.distill.trainer import update
+from tmd_bench.distill.trainer import SingleNetwork, update
 
 from tmd_bench import flow, harness, world
 from tmd_bench.progress import progress_bar
@@ -102,21 +102,14 @@ class PairBatches:
         return PairBatch(prompts, self.target[idx].to(dev, dt), self.text_of(prompts), self.noise[idx].to(dev, dt))
 
 
-class KD:
+class KD(SingleNetwork):
     """One-step regression onto the teacher's ODE endpoint."""
 
     name = "kd"
     loss_names = ("kd",)
 
     def __init__(self, teacher, student, cfg: KDConfig):
-        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
-        self.opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-
-    def modules(self):
-        return {"student": self.student}
-
-    def optimizers(self):
-        return {"student": self.opt}
+        super().__init__(teacher, student, cfg, cfg.lr)
 
     def step(self, batch, iteration: int) -> dict[str, float]:
         t = torch.full((batch.noise.shape[0],), flow.T_MAX, device=batch.noise.device)

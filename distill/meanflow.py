@@ -20,7 +20,7 @@ from tmd_bench.distill import losses
 from tmd_bench.distill import wan_parts as wp
 from tmd_bench.distill.dmd import _randn
 from tmd_bench.distill.tmd import DeltaTimeEmbedding
-from tmd_bench.distill.trainer import update
+from tmd_bench.distill.trainer import SingleNetwork, update
 from torch import nn
 
 from tmd_bench import flow
@@ -121,22 +121,14 @@ def meanflow_method(student: MeanFlowStudent):
                   columns=lambda m: {"config_label": f"s{m}"})
 
 
-class MeanFlow:
+class MeanFlow(SingleNetwork):
     """Training step: MeanFlow identity on the outer trajectory, CFG in the target."""
 
     name = "meanflow"
     loss_names = ("mf", "mse")
 
     def __init__(self, teacher, student: MeanFlowStudent, cfg: MeanFlowConfig):
-        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
-        self.opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
-
-    def modules(self):
-        return {"student": self.student}
-
-    def optimizers(self):
-        return {"student": self.opt}
+        super().__init__(teacher, student, cfg, cfg.lr)
 
     def step(self, batch, iteration: int) -> dict[str, float]:
         cfg, st = self.config, self.student

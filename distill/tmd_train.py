@@ -14,7 +14,7 @@ import torch
 from tmd_bench.distill import losses
 from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
-from tmd_bench.distill.trainer import update
+from tmd_bench.distill.trainer import SingleNetwork, update
 
 from tmd_bench import flow
 from tmd_bench.teachers import Teacher
@@ -107,22 +107,14 @@ def tm_meanflow_target(student: TMDStudent, feats, y_s: torch.Tensor, y1: torch.
     return losses.meanflow_target(lambda y, s_: y1 - student.head(y, s_, r, feats), y_s, s, r, v_cfg, delta)
 
 
-class TMDStage1:
+class TMDStage1(SingleNetwork):
     """TM-MF: turn the flow head into a conditional flow map (spec §7). No teacher queries."""
 
     name = "tmd-stage1"
     loss_names = ("tm_mf", "mse")  # the adaptive loss, and the raw mean squared error ‖u − û‖²/d
 
     def __init__(self, teacher: Teacher, student: TMDStudent, cfg: TMDTrainConfig):
-        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
-        self.opt = torch.optim.AdamW(student.parameters(), lr=cfg.stage1_lr, betas=(0.9, 0.99))
-        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
-
-    def modules(self):
-        return {"student": self.student}
-
-    def optimizers(self):
-        return {"student": self.opt}
+        super().__init__(teacher, student, cfg, cfg.stage1_lr)
 
     def step(self, batch, iteration: int) -> dict[str, float]:
         cfg, st = self.config, self.student

@@ -48,6 +48,22 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: fl
     opt.step()
 
 
+class SingleNetwork:
+    """Base of the methods that train one network (TMD stage 1, MeanFlow, KD): the student, its
+    AdamW, and the negative-prompt embedding for CFG targets; a subclass writes ``step``."""
+
+    def __init__(self, teacher, student: torch.nn.Module, cfg, lr: float):
+        self.teacher, self.student, self.config = teacher, student.train().requires_grad_(True), cfg
+        self.opt = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.99))
+        self.negative = teacher.encode_text([teacher.spec.negative_prompt])
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"student": self.student}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"student": self.opt}
+
+
 def _config_dict(cfg) -> dict:
     """The config as JSON would give it back (tuples become lists), minus what may change on resume
     (iteration budgets: a finished run can be extended)."""
