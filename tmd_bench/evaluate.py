@@ -259,6 +259,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
         scorer = load_clip(cfg.clip_model, cfg.clip_weights, device)
     prompts, seeds = list(suite.prompts), suite.seeds(cfg.seed)
     env = environment(device)
+    commit = git_commit()
     results_path = out / "results.csv"
     rows: list[dict] = pd.read_csv(results_path).to_dict("records") if results_path.exists() else []
     for d in ("cards", "per_clip", "samples"):
@@ -297,7 +298,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                     metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None}
                 row["run_card"] = f"cards/{row_id}.json"
                 card = {
-                    "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": git_commit(),
+                    "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": commit,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "method": method.name, "config": method.config(steps),
                     "teacher": {"name": teacher.name, "path": str(teacher.path),

@@ -157,6 +157,7 @@ class Teacher:
     codec: torch.nn.Module
     path: Path | None = None
     meta: dict = field(default_factory=dict)
+    _hash: str | None = field(default=None, repr=False)  # the weights do not change once loaded
 
     @property
     def name(self) -> str:
@@ -205,7 +206,13 @@ class Teacher:
         return self.codec.decode(latents)
 
     def checkpoint_hash(self) -> str:
-        return weights_hash(self.path / "transformer") if self.path else "unsaved"
+        """Hash of the transformer's files on disk, computed once per teacher (every run card and
+        every exported student records it)."""
+        if self.path is None:
+            return "unsaved"
+        if self._hash is None:
+            self._hash = weights_hash(self.path / "transformer")
+        return self._hash
 
     def save(self, folder: str | Path, meta: dict | None = None) -> Path:
         """Write the diffusers layout (safetensors everywhere) plus ``tmd_bench.json``."""
@@ -230,7 +237,7 @@ class Teacher:
         (folder / "model_index.json").write_text(json.dumps(index, indent=2))
         spec = {k: v for k, v in asdict(self.spec).items() if k not in ("name", "description", "repo_id")}
         (folder / META_FILE).write_text(json.dumps({"teacher": self.spec.name, **spec, **(meta or {})}, indent=2))
-        self.path = folder
+        self.path, self._hash = folder, None
         return folder
 
 
