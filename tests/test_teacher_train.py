@@ -78,3 +78,20 @@ def test_the_toolkit_never_unpickles():
         if "torch.load(" in text or "pickle.load" in text or "weights_only=False" in text:
             offenders.append(str(f))
     assert offenders == []
+
+
+def test_lr_schedule_warms_up_holds_then_decays_to_the_floor():
+    cfg = TeacherTrainConfig(steps=1000, lr=1e-3, warmup=100, decay_from=600, final_lr_ratio=0.05)
+    lrs = [teacher_train.lr_at(cfg, s) for s in range(1000)]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
+    assert lrs[300] == lrs[600] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[600:], lrs[601:]))
+    assert teacher_train.lr_at(cfg, 1000) == pytest.approx(5e-5)
+    assert teacher_train.lr_at(TeacherTrainConfig(steps=1000, warmup=100), 999) == pytest.approx(1e-3)
+
+
+def test_resume_may_add_a_decay_to_a_constant_lr_run(tmp_path):
+    train_teacher(tmp_path, TeacherTrainConfig(steps=2, batch_size=2, checkpoint_every=2), teacher=tiny_shapes_teacher())
+    cfg = TeacherTrainConfig(steps=4, batch_size=2, checkpoint_every=2, decay_from=2)
+    train_teacher(tmp_path, cfg, resume=True, teacher=tiny_shapes_teacher())
+    assert ckpt.load_state(tmp_path)[1]["step"] == 4

@@ -335,6 +335,8 @@ def teacher_train(
     steps: int = typer.Option(12000, help="Total optimiser steps."),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(1e-3),
+    decay_from: int = typer.Option(0, help="Step at which a cosine lr decay to --final-lr-ratio·lr at --steps begins (0: none)."),
+    final_lr_ratio: float = typer.Option(0.02),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(250),
     device: str = typer.Option("cuda" if _cuda() else "cpu"),
@@ -349,8 +351,10 @@ def teacher_train(
 
     if steps < 1:
         raise ValueError(f"--steps must be ≥ 1, got {steps}")
-    cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             checkpoint_every=checkpoint_every, device=device)
+    if decay_from and not 0 < decay_from < steps:
+        raise ValueError(f"--decay-from must lie between 0 and --steps ({steps}), got {decay_from}")
+    cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, decay_from=decay_from,
+                             final_lr_ratio=final_lr_ratio, checkpoint_every=checkpoint_every, device=device)
     t0 = time.time()
     train_teacher(out, cfg, resume=resume)
     out_console.print(f"trained to step {steps} in {time.time() - t0:.0f} s this session; teacher: {out / 'teacher'}")

@@ -3,7 +3,9 @@
 Loss: ``‖v_θ(x_t, t, c) − (x1 − x)‖²`` with ``t = shift_γ(u)``, u ~ U(0, 1) and γ = 3 (a
 high-noise shift: without it a small model learns per-pixel palette speckle before objects),
 the text replaced by the empty prompt with probability 0.1 (classifier-free guidance dropout).
-AdamW with linear warm-up, then constant; an EMA of the weights is what gets exported.
+AdamW with linear warm-up, then constant; from ``decay_from`` (if set) a cosine decay to
+``final_lr_ratio·lr`` at ``steps`` (measured: constant 1e-3 plateaus near 65% all-correct from
+~7k steps). An EMA of the weights is what gets exported.
 
 Resumable: the folder holds ``state.safetensors``/``state.json`` (model, EMA, optimiser, step)
 and an append-only ``log.csv``; the data stream is a pure function of (seed, step).
@@ -11,6 +13,7 @@ and an append-only ``log.csv``; the data stream is a pure function of (seed, ste
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ class TeacherTrainConfig:
     shift: float = 3.0
     cfg_dropout: float = 0.1
     grad_clip: float = 1.0
+    decay_from: int = 0  # 0: constant lr after warm-up
+    final_lr_ratio: float = 0.02
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 25
@@ -54,6 +59,19 @@ class TextCache:
             for p, e in zip(new, self.teacher.encode_text(new)):
                 self.cache[p] = e
         return torch.stack([self.cache[p] for p in prompts])
+
+
+def lr_at(cfg: TeacherTrainConfig, step: int) -> float:
+    """Linear warm-up, constant, then (from ``decay_from``) cosine decay to ``final_lr_ratio·lr``."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.decay_from and step >= cfg.decay_from:
+        frac = min(1.0, (step - cfg.decay_from) / max(1, cfg.steps - cfg.decay_from))
+        lr *= cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+    return lr
+
+
+# Schedule and bookkeeping fields may change when a run is resumed; the rest must match.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "threads", "device", "decay_from", "final_lr_ratio")
 
 
 def rectified_flow_loss(teacher: Teacher, x: torch.Tensor, text: torch.Tensor, t: torch.Tensor,
@@ -81,7 +99,7 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig, resume: bool = False
         tensors, meta = ckpt.load_state(out)
         if meta.get("kind") != "shapes-teacher":
             raise ckpt.IncompatibleCheckpoint(f"{out} holds a {meta.get('kind')!r} checkpoint, not a shapes teacher")
-        saved = {k: v for k, v in meta["config"].items() if k not in ("steps", "checkpoint_every", "log_every", "threads", "device")}
+        saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
         now = {k: v for k, v in asdict(cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
@@ -122,7 +140,7 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig, resume: bool = False
             text = torch.where(drop.view(-1, 1, 1), empty, text)
             clips = clips.to(device)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+                group["lr"] = lr_at(cfg, step)
             loss = rectified_flow_loss(teacher, clips, text, t, x1)
             ckpt.check_finite(loss, step)
             opt.zero_grad(set_to_none=True)
