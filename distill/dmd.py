@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import torch
 from tmd_bench.distill import critics, losses
-from tmd_bench.distill.trainer import update
 
-from tmd_bench import flow
+from tmd_bench import distributed, flow
 
 
 def _randn(shape, g: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randn(shape, generator=g).to(like.device, like.dtype)
+    return distributed.randn(shape, g).to(like.device, like.dtype)
 
 
 def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -58,27 +57,40 @@ class DMDStep:
     def optimizers(self):
         return self.opts
 
-    def _update(self, name: str, loss: torch.Tensor) -> None:
-        update(self.opts[name], loss, self.modules()[name].parameters(), self.config.grad_clip)
+    shardable = True  # runs on several processes (tmd_bench.distributed)
 
     def step(self, batch, iteration: int) -> dict[str, float]:
         cfg = self.config
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.generator_stage * 100_003 + iteration)
-        x, text = batch.clips, batch.text
-        b = x.shape[0]
-        t = flow.shift(0.001 + 0.998 * torch.rand(b, generator=g), cfg.critic_t_shift).to(x.device)
-        eps = _randn(x.shape, g, x)
+        seed = cfg.seed * 1_000_003 + self.generator_stage * 100_003 + iteration
         if iteration % cfg.student_every == cfg.student_every - 1:
-            x_hat = self.student_sample(x, text, g)
-            x_hat_t = flow.interpolate(x_hat, eps, t)
-            g_teacher = critics.teacher_x0(self.teacher, x_hat_t.detach(), t, text, self.negative, cfg.teacher_guidance)
-            with torch.no_grad():
-                g_fake = self.fake(x_hat_t.detach(), t, text)
-            l_vsd = losses.vsd_loss(x_hat, g_teacher, g_fake)
-            feats = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
-            l_gan = losses.gan_generator_loss(self.disc(feats))
-            self._update("student", l_vsd + cfg.gan_weight * l_gan)
-            return {"vsd": l_vsd.item(), "gan_g": l_gan.item()}
+            return distributed.optimise(self, batch, seed, ("student",), self._student_losses, cfg.grad_clip)
+        return distributed.optimise(self, batch, seed, ("fake_score", "discriminator"), self._critic_losses,
+                                    cfg.grad_clip)
+
+    def _draws(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        t = flow.shift(0.001 + 0.998 * distributed.rand(x.shape[0], g), self.config.critic_t_shift).to(x.device)
+        return t, _randn(x.shape, g, x)
+
+    def _student_losses(self, batch, g: torch.Generator):
+        """The student's turn: VSD through the teacher and fake score, plus the GAN generator term."""
+        cfg = self.config
+        x, text = batch.clips, batch.text
+        t, eps = self._draws(x, g)
+        x_hat = self.student_sample(x, text, g)
+        x_hat_t = flow.interpolate(x_hat, eps, t)
+        g_teacher = critics.teacher_x0(self.teacher, x_hat_t.detach(), t, text, self.negative, cfg.teacher_guidance)
+        with torch.no_grad():
+            g_fake = self.fake(x_hat_t.detach(), t, text)
+        l_vsd = losses.vsd_loss(x_hat, g_teacher, g_fake)
+        feats = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
+        l_gan = losses.gan_generator_loss(self.disc(feats))
+        return l_vsd + cfg.gan_weight * l_gan, {"vsd": l_vsd.detach(), "gan_g": l_gan.detach()}
+
+    def _critic_losses(self, batch, g: torch.Generator):
+        """The critics' turn: DSM for the fake score and the logistic loss for the discriminator
+        (disjoint parameters: one backward of their sum is the two separate updates)."""
+        x, text = batch.clips, batch.text
+        t, eps = self._draws(x, g)
         with torch.no_grad():
             x_hat = self.student_sample(x, text, g)
             x_hat_t = flow.interpolate(x_hat, eps, t)
@@ -86,7 +98,5 @@ class DMDStep:
             f_fake = critics.teacher_features(self.teacher, x_hat_t, t, text, self.blocks)
             f_real = critics.teacher_features(self.teacher, real_t, t, text, self.blocks)
         l_dsm = losses.dsm_loss(self.fake(x_hat_t, t, text), x_hat)
-        self._update("fake_score", l_dsm)
         l_disc = losses.gan_discriminator_loss(self.disc(f_fake), self.disc(f_real))
-        self._update("discriminator", l_disc)
-        return {"dsm": l_dsm.item(), "disc": l_disc.item()}
+        return l_dsm + l_disc, {"dsm": l_dsm.detach(), "disc": l_disc.detach()}

@@ -18,7 +18,7 @@ import torch
 from tmd_bench.distill.dmd import DMDStep, _randn
 from torch import nn
 
-from tmd_bench import flow
+from tmd_bench import distributed, flow
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class DMD2V(DMDStep):
         b = x.shape[0]
         x1 = _randn(x.shape, g, x)
         points = cfg.grid()[:-1].to(torch.float32)  # t_M … t_1
-        t = points[torch.randint(0, len(points), (b,), generator=g)].to(x.device)
+        t = points[distributed.randint(len(points), b, g)].to(x.device)
         x_t = x1 if cfg.steps == 1 else flow.interpolate(x, x1, t)
         return self.student.x0(x_t, t, text)
 

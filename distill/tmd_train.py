@@ -14,9 +14,9 @@ import torch
 from tmd_bench.distill import losses
 from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
-from tmd_bench.distill.trainer import SingleNetwork, update
+from tmd_bench.distill.trainer import SingleNetwork
 
-from tmd_bench import flow
+from tmd_bench import distributed, flow
 from tmd_bench.teachers import Teacher
 
 
@@ -83,21 +83,21 @@ def _gen(cfg, stage: int, iteration: int) -> torch.Generator:
 
 
 def _rand(n: int, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g).to(device)
+    return distributed.rand(n, g).to(device)
 
 
 def sample_outer_times(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> torch.Tensor:
     """t_i uniformly from the outer grid's points {t_1 … t_M} (never t_0 = 0)."""
     grid = cfg.tmd.outer_grid()[:-1].to(torch.float32)  # t_M … t_1
-    return grid[torch.randint(0, len(grid), (n,), generator=g)].to(device)
+    return grid[distributed.randint(len(grid), n, g)].to(device)
 
 
 def sample_s_r(cfg: TMDTrainConfig, n: int, g: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Spec §7.3: s = shift_γ(U[0.001, 0.999]); r = the largest inner-grid point ≤ s; r = s w.p. tm_prob."""
-    s = flow.shift(0.001 + 0.998 * torch.rand(n, generator=g), cfg.s_shift)
+    s = flow.shift(0.001 + 0.998 * distributed.rand(n, g), cfg.s_shift)
     grid = cfg.tmd.inner_grid().to(torch.float32)  # decreasing, ends at 0
     r = torch.stack([grid[grid <= v].max() for v in s])
-    tm = torch.rand(n, generator=g) < cfg.tm_prob
+    tm = distributed.rand(n, g) < cfg.tm_prob
     return s.to(device), torch.where(tm, s, r).to(device)
 
 
@@ -116,9 +116,14 @@ class TMDStage1(SingleNetwork):
     def __init__(self, teacher: Teacher, student: TMDStudent, cfg: TMDTrainConfig):
         super().__init__(teacher, student, cfg, cfg.stage1_lr)
 
+    shardable = True  # runs on several processes (tmd_bench.distributed)
+
     def step(self, batch, iteration: int) -> dict[str, float]:
+        seed = self.config.seed * 1_000_003 + 1 * 100_003 + iteration  # as _gen(cfg, 1, iteration)
+        return distributed.optimise(self, batch, seed, ("student",), self._losses, self.config.grad_clip)
+
+    def _losses(self, batch, g: torch.Generator):
         cfg, st = self.config, self.student
-        g = _gen(cfg, 1, iteration)
         x = batch.clips
         b, dev = x.shape[0], x.device
         x1 = _randn(x.shape, g, x)
@@ -137,8 +142,7 @@ class TMDStage1(SingleNetwork):
             v_cfg = u_uncond + cfg.omega * ((y1 - y) - u_uncond)
             target = tm_meanflow_target(st, feats, y_s, y1, s, r, v_cfg, cfg.fd_delta)
         loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
-        update(self.opt, loss, st.parameters(), cfg.grad_clip)
-        return {"tm_mf": loss.item(), "mse": (u.detach().float() - target.float()).pow(2).mean().item()}
+        return loss, {"tm_mf": loss.detach(), "mse": (u.detach().float() - target.float()).pow(2).mean()}
 
     def export(self, folder: Path) -> Path:
         return export_student(self, folder, stage=1)
