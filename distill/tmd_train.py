@@ -185,7 +185,7 @@ def _jsonable(d: dict) -> dict:
 
 def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tuple[int, ...] = (1, 2),
             resume: bool = False, init: str | Path | None = None, checkpoint_every: int = 100,
-            log_every: int = 10) -> Path:
+            log_every: int = 10, parallel=None) -> Path:
     """Stage 1 then stage 2 (or either alone) in ``out/stage1``, ``out/stage2``; returns the final
     student folder. Stage 2 starts from stage 1's student, from ``init``, or from the teacher."""
     import copy
@@ -206,7 +206,8 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
             student.transformer.enable_gradient_checkpointing()
         stage1 = TMDStage1(teacher, student, cfg)
         train(stage1, data, out / "stage1", cfg.stage1_iterations, resume=resume and ckpt.has_state(out / "stage1"),
-              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 1 (TM-MF)")
+              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 1 (TM-MF)",
+              parallel=parallel)
         final = out / "stage1" / "student"
     if 2 in stages:
         start = final or (Path(init) if init else None)
@@ -221,6 +222,7 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
             student.transformer.enable_gradient_checkpointing()
         stage2 = TMDStage2(teacher, student, cfg)
         train(stage2, data, out / "stage2", cfg.stage2_iterations, resume=resume and ckpt.has_state(out / "stage2"),
-              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 2 (DMD2-v + rollout)")
+              checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 2 (DMD2-v + rollout)",
+              parallel=parallel)
         final = out / "stage2" / "student"
     return final

@@ -17,6 +17,7 @@ from typing import Iterator, Protocol
 import torch
 
 from tmd_bench import checkpoint as ckpt
+from tmd_bench import distributed
 from tmd_bench.progress import progress_bar
 
 
@@ -72,18 +73,24 @@ def _config_dict(cfg) -> dict:
 
 
 def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: int, *, resume: bool = False,
-          checkpoint_every: int = 100, log_every: int = 10, description: str | None = None) -> int:
+          checkpoint_every: int = 100, log_every: int = 10, description: str | None = None,
+          parallel: "distributed.Parallel | None" = None) -> int:
     """Run ``method`` for ``iterations`` total iterations in ``out``; returns the final iteration.
 
-    ``data`` must support ``data.position`` (batches consumed), so resume continues the stream.
+    ``data`` must support ``data.position`` (batches consumed), so resume continues the stream; it
+    yields the global batch. With ``parallel`` (inside torchrun) the method's networks are wrapped
+    (DDP or FSDP2), each process computes its share of every batch, rank 0 logs and exports, and
+    checkpoints are DCP (``state.json`` says ``"format": "dcp"``); without it nothing changes.
     """
     out = Path(out)
     cfg = _config_dict(method.config)
+    rep = distributed.setup(method, parallel) if parallel is not None else None
+    main = distributed.is_main()
     it, elapsed = 0, 0.0
     if resume:
         if not ckpt.has_state(out):
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
-        tensors, meta = ckpt.load_state(out)
+        meta = ckpt.load_meta(out)
         if meta.get("method") != method.name:
             raise ckpt.IncompatibleCheckpoint(
                 f"{out} holds a {meta.get('method')!r} run; cannot resume it as {method.name!r}")
@@ -91,18 +98,34 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             diff = {k: (meta["config"].get(k), cfg.get(k)) for k in set(meta["config"]) | set(cfg)
                     if meta["config"].get(k) != cfg.get(k)}
             raise ckpt.IncompatibleCheckpoint(f"cannot resume {out}: its config differs (saved, now): {diff}")
-        for name, module in method.modules().items():
-            ckpt.load_module_tensors(f"module.{name}", module, tensors)
-        for name, opt in method.optimizers().items():
-            ckpt.load_optimizer(f"optim.{name}", opt, tensors, meta["optim"][name])
+        if meta.get("format") == "dcp":  # any number of processes, one included
+            distributed.load_checkpoint(out, meta["dcp"], method, meta["world_size"])
+        else:
+            if rep is not None and rep.strategy == "fsdp":
+                raise ckpt.IncompatibleCheckpoint(f"{out} holds a single-process checkpoint; resume it with "
+                                                  "--strategy ddp or in one process")
+            tensors, _ = ckpt.load_state(out)
+            for name, module in method.modules().items():
+                ckpt.load_module_tensors(f"module.{name}", module, tensors)
+            for name, opt in method.optimizers().items():
+                ckpt.load_optimizer(f"optim.{name}", opt, tensors, meta["optim"][name])
         it, elapsed = meta["iteration"], meta["elapsed_s"]
         data.position = meta["data_position"]
     elif ckpt.has_state(out):
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    log = ckpt.MetricsLog(out / "log.csv", resume_step=it if resume else None)
+    log = ckpt.MetricsLog(out / "log.csv", resume_step=it if resume else None) if main else None
 
     def save() -> None:
+        if rep is not None:
+            rel = distributed.save_checkpoint(out, method, it)
+            if main:
+                ckpt.save_meta(out, {"method": method.name, "iteration": it, "elapsed_s": elapsed, "config": cfg,
+                                     "data_position": data.position, "format": "dcp", "dcp": rel,
+                                     "world_size": rep.world_size, "parallel": asdict(parallel)})
+                distributed.prune_checkpoints(out, rel)
+            distributed.export(method, out / "student")
+            return
         tensors: dict[str, torch.Tensor] = {}
         for name, module in method.modules().items():
             tensors.update(ckpt.module_tensors(f"module.{name}", module))
@@ -116,7 +139,7 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
         method.export(out / "student")
 
     t_last, sums, counts = time.perf_counter(), {}, {}
-    with progress_bar() as bar:
+    with progress_bar(disable=not main) as bar:
         task = bar.add_task(description or method.name, total=iterations, completed=it, status="")
         while it < iterations:
             losses = method.step(next(data), it)
@@ -126,7 +149,7 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
                 counts[k] = counts.get(k, 0) + 1
             it += 1
             bar.update(task, completed=it, status=" ".join(f"{k} {v:.4g}" for k, v in losses.items()))
-            if it % log_every == 0 or it == iterations:
+            if main and (it % log_every == 0 or it == iterations):
                 now = time.perf_counter()
                 elapsed += now - t_last
                 t_last = now

@@ -45,6 +45,18 @@ def load_state(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load_file(str(folder / STATE_TENSORS)), json.loads((folder / STATE_META).read_text())
 
 
+def save_meta(folder: str | Path, meta: dict) -> None:
+    """Only ``state.json`` (a DCP checkpoint keeps its tensors in the folder it names)."""
+    _atomic_write_text(Path(folder) / STATE_META, json.dumps(meta, indent=2))
+
+
+def load_meta(folder: str | Path) -> dict:
+    path = Path(folder) / STATE_META
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint in {folder} (expected {STATE_META})")
+    return json.loads(path.read_text())
+
+
 def has_state(folder: str | Path) -> bool:
     return (Path(folder) / STATE_META).exists()
 

@@ -117,10 +117,12 @@ class ShardGenerator(torch.Generator):
     """A generator for rows ``[lo, hi)`` of a global batch of ``total`` rows: the draws of
     :func:`randn`, :func:`rand` and :func:`randint` are made for all ``total`` rows and sliced."""
 
-    def __init__(self, seed: int, lo: int, hi: int, total: int):
-        super().__init__()
-        self.manual_seed(seed)
-        self.lo, self.hi, self.total = lo, hi, total
+    @classmethod
+    def rows(cls, seed: int, lo: int, hi: int, total: int) -> "ShardGenerator":
+        g = cls()
+        g.manual_seed(seed)
+        g.lo, g.hi, g.total = lo, hi, total
+        return g
 
 
 def _rows(g: torch.Generator, n: int) -> tuple[int, slice]:
@@ -192,7 +194,7 @@ class Replica:
         local, micro = total // self.world_size, total // per
         for k in range(self.accumulation):
             lo = self.rank * local + k * micro
-            yield (slice_batch(batch, lo, lo + micro), ShardGenerator(seed, lo, lo + micro, total),
+            yield (slice_batch(batch, lo, lo + micro), ShardGenerator.rows(seed, lo, lo + micro, total),
                    1.0 / self.accumulation, k == self.accumulation - 1)
 
     def call(self, fn: Callable, *args):
@@ -287,8 +289,7 @@ def _blocks(module: nn.Module) -> list[nn.Module]:
 def setup(method, parallel: Parallel) -> Replica:
     """Wrap ``method``'s networks for this process group (DDP or FSDP2) and attach the replica.
 
-    FSDP2 replaces the parameters, so the optimisers are rebuilt with the same hyper-parameters
-    (they hold no state yet)."""
+    FSDP2 replaces the parameters by sharded ones: the (still empty) optimisers are pointed at them."""
     from torch.distributed.device_mesh import init_device_mesh
 
     parallel.validate()
@@ -316,24 +317,25 @@ def setup(method, parallel: Parallel) -> Replica:
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if parallel.mixed_precision else MixedPrecisionPolicy()
         root = _Root(nets)
+        _vectorise_scalars(root)  # FSDP2 shards no 0-dim parameter (the TMD fusion gate α)
         for block in _blocks(root):
             fully_shard(block, mesh=mesh, mp_policy=mp)
         fully_shard(root, mesh=mesh, mp_policy=mp)
         rep.root = root
-        for name, opt in list(method.optimizers().items()):
-            _replace_optimizer(method, opt, type(opt)(method.modules()[name].parameters(), **opt.defaults))
+        for name, opt in method.optimizers().items():  # fresh optimisers: point them at the sharded parameters
+            if len(opt.param_groups) != 1 or opt.state:
+                raise ValueError(f"optimiser {name!r}: FSDP2 set-up needs a fresh single-group optimiser")
+            opt.param_groups[0]["params"] = list(method.modules()[name].parameters())
     method.replica = rep
     return rep
 
 
-def _replace_optimizer(method, old, new) -> None:
-    for attr, value in list(vars(method).items()):
-        if value is old:
-            setattr(method, attr, new)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                if v is old:
-                    value[k] = new
+def _vectorise_scalars(module: nn.Module) -> None:
+    """Every 0-dim parameter becomes a 1-element vector (it broadcasts where the scalar did)."""
+    for m in module.modules():
+        for name, p in list(m.named_parameters(recurse=False)):
+            if p.ndim == 0:
+                setattr(m, name, nn.Parameter(p.detach().reshape(1), requires_grad=p.requires_grad))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +351,18 @@ def _dcp_state(method) -> dict:
     return state
 
 
+def _on_disk(state, key: str = ""):
+    """The DCP form of a state: 0-dim tensors (but optimiser steps) as 1-element views, as FSDP2
+    holds them (:func:`_vectorise_scalars`); loading into the views fills the original tensors."""
+    if isinstance(state, dict):
+        return {k: _on_disk(v, str(k)) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_on_disk(v) for v in state]
+    if torch.is_tensor(state) and state.ndim == 0 and key != "step":
+        return state.view(1)
+    return state
+
+
 def save_checkpoint(folder: Path, method, iteration: int) -> str:
     """Model and optimiser state (DCP) and this rank's RNG state; returns the checkpoint's
     folder relative to ``folder`` (``dcp/step-<iteration>``), to be named in ``state.json``."""
@@ -360,7 +374,7 @@ def save_checkpoint(folder: Path, method, iteration: int) -> str:
     if is_main() and path.exists():
         shutil.rmtree(path)
     barrier()
-    dcp.save(_dcp_state(method), checkpoint_id=str(path))
+    dcp.save(_on_disk(_dcp_state(method)), checkpoint_id=str(path))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -377,7 +391,7 @@ def load_checkpoint(folder: Path, rel: str, method, saved_world: int) -> None:
 
     path = folder / rel
     state = _dcp_state(method)
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(_on_disk(state), checkpoint_id=str(path))
     modules = method.modules()
     for n, m in modules.items():
         set_model_state_dict(m, state[f"module.{n}"])
@@ -409,7 +423,8 @@ def export(method, folder: Path) -> None:
 
     full = get_model_state_dict(method.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main():
-        rep.shell.load_state_dict(full)
+        shapes = {k: v.shape for k, v in rep.shell.state_dict().items()}
+        rep.shell.load_state_dict({k: v.reshape(shapes[k]) for k, v in full.items()})
         student, method.student = method.student, rep.shell
         try:
             method.export(folder)
