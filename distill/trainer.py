@@ -99,7 +99,7 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
                     if meta["config"].get(k) != cfg.get(k)}
             raise ckpt.IncompatibleCheckpoint(f"cannot resume {out}: its config differs (saved, now): {diff}")
         if meta.get("format") == "dcp":  # any number of processes, one included
-            distributed.load_checkpoint(out, meta["dcp"], method, meta["world_size"])
+            distributed.load_checkpoint(out, meta["dcp"], method, meta["world_size"], meta["fresh_optimizers"])
         else:
             if rep is not None and rep.strategy == "fsdp":
                 raise ckpt.IncompatibleCheckpoint(f"{out} holds a single-process checkpoint; resume it with "
@@ -118,10 +118,10 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
 
     def save() -> None:
         if rep is not None:
-            rel = distributed.save_checkpoint(out, method, it)
+            rel, fresh = distributed.save_checkpoint(out, method, it)
             if main:
                 ckpt.save_meta(out, {"method": method.name, "iteration": it, "elapsed_s": elapsed, "config": cfg,
-                                     "data_position": data.position, "format": "dcp", "dcp": rel,
+                                     "data_position": data.position, "format": "dcp", "dcp": rel, "fresh_optimizers": fresh,
                                      "world_size": rep.world_size, "parallel": asdict(parallel)})
                 distributed.prune_checkpoints(out, rel)
             distributed.export(method, out / "student")

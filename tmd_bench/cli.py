@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -117,11 +118,18 @@ def evaluate(
                                           "shapes on the Shapes world, none elsewhere)."),
     clip_model: str = typer.Option("ViT-B-32", help="open_clip model for --metrics clip (e.g. ViT-B-32, ViT-H-14)."),
     clip_weights: Optional[Path] = typer.Option(None, help="Local .safetensors CLIP weights (default: the HF cache)."),
+    nproc: Optional[int] = typer.Option(None, help="Processes (GPUs) on this machine: the suite is split across them "
+                                        "under torchrun, rank 0 scores and writes (same numbers as one process)."),
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
+    from tmd_bench import distributed
     from tmd_bench.evaluate import EvalConfig
     from tmd_bench.evaluate import evaluate as run_eval
+
+    if nproc is not None and not distributed.launched():
+        raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
+    device = distributed.init(device)
 
     cfg = EvalConfig(teacher=teacher, teacher_path=str(teacher_path) if teacher_path else None,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
@@ -130,8 +138,10 @@ def evaluate(
                      preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps,
                      metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
                      clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None, out=str(out))
-    run_eval(cfg, console=out_console)
-    out_console.print(f"results: {out / 'results.csv'}")
+    run_eval(cfg, console=out_console if distributed.is_main() else None)
+    if distributed.is_main():
+        out_console.print(f"results: {out / 'results.csv'}")
+    distributed.shutdown()
 
 
 @app.command()
@@ -170,16 +180,39 @@ def distill(
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
     device: str = typer.Option("cuda" if _cuda() else "cpu"),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    nproc: Optional[int] = typer.Option(None, help="TMD: processes (GPUs) on this machine; runs this command under "
+                                        "torchrun (or launch `torchrun --nproc-per-node K -m tmd_bench distill …`)."),
+    strategy: str = typer.Option("ddp", help="Under torchrun: ddp (networks fit one GPU) or fsdp (FSDP2: teacher, "
+                                 "student, fake score and discriminator sharded)."),
+    grad_accumulation: int = typer.Option(1, help="Under torchrun: micro-batches per process and optimiser step; the "
+                                          "global batch (--batch-size) is processes × accumulation × micro-batch."),
+    mixed_precision: bool = typer.Option(False, help="Under torchrun: bf16 compute, fp32 weights and optimiser "
+                                         "(FSDP2 MixedPrecisionPolicy; DDP autocast)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help="Recompute the student's blocks in backward "
+                                                          "(default: the preset's; on for Wan)."),
     out: Path = typer.Option(Path("runs/distill"), help="Run folder (stage1/, stage2/, each with student/)."),
 ):
     """Distill a few-step student from a teacher (TMD: stage 1 then stage 2, resumable)."""
     import torch
 
+    from tmd_bench import distributed
     from tmd_bench.distill.tmd_train import preset, run_tmd
     from tmd_bench.teachers import load_teacher
 
     if method not in ("tmd", "dmd2", "rcm", "kd", "meanflow"):
         raise ValueError(f"unknown method {method!r}; available: tmd, dmd2, rcm, kd, meanflow")
+    parallel = None
+    if nproc is not None or distributed.launched():
+        if method != "tmd":
+            raise ValueError(f"several processes (--nproc, torchrun) run --method tmd; {method} runs in one process")
+        if not distributed.launched():
+            raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
+        parallel = distributed.Parallel(strategy, grad_accumulation, mixed_precision)
+        parallel.validate()
+        device = distributed.init(device)
+    elif grad_accumulation != 1 or mixed_precision:
+        raise ValueError("--grad-accumulation and --mixed-precision apply under torchrun: add --nproc 1 (or more)")
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
                               resume, out, checkpoint_every, kd_pairs, kd_teacher_steps)
@@ -194,12 +227,19 @@ def distill(
             raise ValueError(f"{name} must be ≥ 1, got {v}")
     cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
-                 batch_size=batch_size, seed=seed)
+                 batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing)
     dtype = getattr(torch, cfg.dtype) if device.startswith("cuda") else torch.float32
+    if parallel is not None and parallel.mixed_precision:
+        dtype = torch.float32  # fp32 master weights, bf16 compute
     t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
     cfg.tmd.validate(t.num_blocks)
     t0 = time.time()
-    final = run_tmd(t, cfg, out, stages, resume=resume, init=init, checkpoint_every=checkpoint_every)
+    final = run_tmd(t, cfg, out, stages, resume=resume, init=init, checkpoint_every=checkpoint_every,
+                    parallel=parallel)
+    main = distributed.is_main()
+    distributed.shutdown()
+    if not main:
+        return
     out_console.print(f"{cfg.tmd.label} student: {final}  ({time.time() - t0:.0f} s)\n"
                       f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods tmd --checkpoint tmd={final} "
                       f"--steps {cfg.outer_steps}")

@@ -82,6 +82,12 @@ def init(device: str = "cpu") -> str:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group (end of a command under torchrun)."""
+    if active():
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     if active():
         torch.distributed.barrier()
@@ -342,12 +348,16 @@ def _vectorise_scalars(module: nn.Module) -> None:
 # Checkpoints (DCP) and exports
 
 
-def _dcp_state(method) -> dict:
+def _dcp_state(method, fresh: list[str]) -> dict:
+    """Model and optimiser state dicts by name; optimisers in ``fresh`` (never stepped) are left out:
+    DCP's ``get_optimizer_state_dict`` would initialise their state with a zero-gradient step, and
+    Adam's first real step would then be its second (another bias correction)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     modules = method.modules()
     state = {f"module.{n}": get_model_state_dict(m) for n, m in modules.items()}
-    state.update({f"optim.{n}": get_optimizer_state_dict(modules[n], o) for n, o in method.optimizers().items()})
+    state.update({f"optim.{n}": get_optimizer_state_dict(modules[n], o) for n, o in method.optimizers().items()
+                  if n not in fresh})
     return state
 
 
@@ -363,9 +373,10 @@ def _on_disk(state, key: str = ""):
     return state
 
 
-def save_checkpoint(folder: Path, method, iteration: int) -> str:
+def save_checkpoint(folder: Path, method, iteration: int) -> tuple[str, list[str]]:
     """Model and optimiser state (DCP) and this rank's RNG state; returns the checkpoint's
-    folder relative to ``folder`` (``dcp/step-<iteration>``), to be named in ``state.json``."""
+    folder relative to ``folder`` (``dcp/step-<iteration>``) and the optimisers that have not
+    stepped yet (not saved), both to be named in ``state.json``."""
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import save_file
 
@@ -374,29 +385,31 @@ def save_checkpoint(folder: Path, method, iteration: int) -> str:
     if is_main() and path.exists():
         shutil.rmtree(path)
     barrier()
-    dcp.save(_on_disk(_dcp_state(method)), checkpoint_id=str(path))
+    fresh = sorted(n for n, o in method.optimizers().items() if not o.state)
+    dcp.save(_on_disk(_dcp_state(method, fresh)), checkpoint_id=str(path))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, str(path / f"rng-rank{rank()}.safetensors"))
     barrier()
-    return rel
+    return rel, fresh
 
 
-def load_checkpoint(folder: Path, rel: str, method, saved_world: int) -> None:
+def load_checkpoint(folder: Path, rel: str, method, saved_world: int, fresh: list[str]) -> None:
     """Load a DCP checkpoint into ``method`` (sharded or not; any number of processes)."""
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     path = folder / rel
-    state = _dcp_state(method)
+    state = _dcp_state(method, fresh)
     dcp.load(_on_disk(state), checkpoint_id=str(path))
     modules = method.modules()
     for n, m in modules.items():
         set_model_state_dict(m, state[f"module.{n}"])
     for n, o in method.optimizers().items():
-        set_optimizer_state_dict(modules[n], o, state[f"optim.{n}"])
+        if n not in fresh:
+            set_optimizer_state_dict(modules[n], o, state[f"optim.{n}"])
     own = path / f"rng-rank{rank()}.safetensors"
     rng = load_file(str(own if own.exists() and saved_world == world_size() else path / "rng-rank0.safetensors"))
     torch.set_rng_state(rng["cpu"])

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 import tmd_bench
-from tmd_bench import harness, suites
+from tmd_bench import distributed, harness, suites
 from tmd_bench.progress import progress_bar
 from tmd_bench.teachers import Teacher, load_teacher
 
@@ -236,7 +236,7 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
 def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
     """Run the evaluation described by ``cfg``; returns the results table (also on disk)."""
     cfg.validate()
-    out = prepare_out(cfg.out)
+    out = prepare_out(cfg.out) if distributed.is_main() else Path(cfg.out)  # under torchrun: rank 0 writes
     device = torch.device(cfg.device)
     teacher = teacher or load_teacher(cfg.teacher, cfg.teacher_path, device=device)
     size = {k: v for k, v in (("frames", cfg.frames), ("height", cfg.height), ("width", cfg.width)) if v}
@@ -266,15 +266,17 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
         (out / d).mkdir(exist_ok=True)
 
     total = len(methods) * len(cfg.steps) * len(prompts)
-    with progress_bar() as bar:
+    with progress_bar(disable=not distributed.is_main()) as bar:
         task = bar.add_task("evaluate", total=total, status="")
         for method in methods:
             for steps in cfg.steps:
                 row_id = f"{method.name}-{method.columns(steps).get('config_label', f's{steps}')}"
                 row_id += f"-{cfg.row_suffix}" if cfg.row_suffix else ""
                 bar.update(task, status=row_id)
-                gen = harness.generate(method, teacher, prompts, seeds, steps, cfg.batch_size,
-                                       on_batch=lambda n: bar.advance(task, n))
+                gen = distributed.generate(method, teacher, prompts, seeds, steps, cfg.batch_size,
+                                           on_batch=lambda n: bar.advance(task, n))
+                if gen is None:  # another rank's share is done; rank 0 scores and writes the row
+                    continue
                 lat = harness.measure_latency(method, teacher, prompts[0], seeds[0], steps,
                                               cfg.latency_warmup, cfg.latency_repeats)
                 row = {
@@ -328,6 +330,8 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                           metadata={"prompts": json.dumps(prompts[:k]), "seeds": json.dumps(seeds[:k])})
                 rows = [r for r in rows if r["row_id"] != row_id] + [row]
                 write_results(rows, results_path)
+    if not distributed.is_main():
+        return pd.DataFrame()
     df = pd.read_csv(results_path)
     if console is not None:
         print_table(df, console)
