@@ -220,6 +220,9 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
             student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)
         if cfg.gradient_checkpointing:
             student.transformer.enable_gradient_checkpointing()
+            # the teacher's features are differentiated w.r.t. the student's sample, and the fake score
+            # (a copy of the teacher made below) is trained: recompute their blocks in backward as well
+            teacher.transformer.enable_gradient_checkpointing()
         stage2 = TMDStage2(teacher, student, cfg)
         train(stage2, data, out / "stage2", cfg.stage2_iterations, resume=resume and ckpt.has_state(out / "stage2"),
               checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 2 (DMD2-v + rollout)",
