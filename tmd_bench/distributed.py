@@ -305,9 +305,9 @@ def setup(method, parallel: Parallel) -> Replica:
     rep = Replica(rank=rank(), world_size=world_size(), accumulation=parallel.accumulation,
                   strategy=parallel.strategy, device_type=device.type)
     nets = dict(method.modules())
+    if parallel.mixed_precision:  # FSDP2 casts parameters; autocast covers what mixes dtypes (fp32 time embeddings)
+        rep.autocast = torch.bfloat16
     if parallel.strategy == "ddp":
-        if parallel.mixed_precision:
-            rep.autocast = torch.bfloat16
         root = _Root(nets)
         # the critics' turn leaves the student without gradients, the student's the fake score
         rep.root = nn.parallel.DistributedDataParallel(root, device_ids=[device.index] if device.type == "cuda" else None,
