@@ -114,8 +114,8 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity, vbench-lite (default: "
-                                          "shapes on the Shapes world, none elsewhere)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity, vbench-lite, shapes-clip, "
+                                          "fd (default: shapes,shapes-clip,fd on the Shapes world, none elsewhere)."),
     clip_model: str = typer.Option("ViT-B-32", help="open_clip model for --metrics clip (e.g. ViT-B-32, ViT-H-14)."),
     clip_weights: Optional[Path] = typer.Option(None, help="Local .safetensors CLIP weights (default: the HF cache)."),
     nproc: Optional[int] = typer.Option(None, help="Processes (GPUs) on this machine: the suite is split across them "
@@ -404,6 +404,48 @@ def teacher_train(
         shutil.copytree(out / "teacher", SHAPES_TEACHER_DIR)
         shutil.copy(out / "log.csv", SHAPES_TEACHER_DIR / "training_log.csv")
         out_console.print(f"installed as the shipped shapes teacher: {SHAPES_TEACHER_DIR}")
+
+
+metrics_app = typer.Typer(no_args_is_help=True, help="Metric models: train Shapes-CLIP.")
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("train-shapes-clip")
+@user_errors
+def metrics_train_shapes_clip(
+    out: Path = typer.Option(Path("runs/shapes-clip"), help="Folder for model.safetensors, config.json, "
+                             "training.json and log.csv."),
+    steps: int = typer.Option(2000, help="Optimiser steps (the shipped model: 2000)."),
+    batch_size: int = typer.Option(128, help="Clips per step (one random frame each)."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (linear warm-up, cosine decay)."),
+    seed: int = typer.Option(0),
+    export: bool = typer.Option(False, help="When done, install it as the shipped Shapes-CLIP."),
+):
+    """Train Shapes-CLIP (tiny open_clip model, contrastive on Shapes-world frames and captions)."""
+    import csv
+    import shutil
+
+    from tmd_bench.metrics import shapes_clip as sc
+
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"--steps must be ≥ 1 and --batch-size ≥ 2, got {steps} and {batch_size}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "logit_scale_exp"])
+        model, tok, record = sc.train_shapes_clip(
+            sc.ShapesClipTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+            log=lambda s, loss, t: w.writerow([s, f"{loss:.4f}", f"{t:.2f}"]))
+    scorer = sc.ShapesCLIPScorer(model, tok, sc.NAME, out / sc.WEIGHTS, "")
+    record["zero_shot_accuracy"] = {k: round(v, 4) for k, v in sc.zero_shot_accuracy(scorer).items()}
+    sc.save_shapes_clip(out, model, tok, sc.model_config(tok.bpe_ids), record)
+    out_console.print(f"Shapes-CLIP trained: {steps} steps in {record['wall_time_s']:.0f} s, loss "
+                      f"{record['final_loss_last100']:.3f}, zero-shot accuracy {record['zero_shot_accuracy']}; {out}")
+    if export:
+        sc.ASSET_DIR.mkdir(parents=True, exist_ok=True)
+        for name in (sc.WEIGHTS, sc.CONFIG, sc.RECORD, "log.csv"):
+            shutil.copy(out / name, sc.ASSET_DIR / name)
+        out_console.print(f"installed as the shipped Shapes-CLIP: {sc.ASSET_DIR}")
 
 
 @app.command()
