@@ -175,7 +175,7 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
                          "latency_total_s", "fps", metric] if c in df]
     quality_cols = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
                     "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "psnr_teacher", "ssim_teacher",
-                    "fd_clip_teacher")
+                    "fd_clip_teacher", "fd_real")
     extra = [c for c in df.columns
              if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown]
     cols = shown + extra

@@ -20,6 +20,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -40,7 +41,9 @@ CORE_COLUMNS = [
     "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed",
 ]
 
-METRICS = ("shapes", "clip", "fidelity", "vbench-lite")  # --metrics choices
+METRICS = ("shapes", "clip", "fidelity", "vbench-lite", "shapes-clip", "fd")  # --metrics choices
+SHAPES_DEFAULT_METRICS = ("shapes", "shapes-clip", "fd")  # without --metrics, on the Shapes world
+SHAPES_ONLY_METRICS = ("shapes", "shapes-clip", "fd")  # they read Shapes-world clips
 MethodFactory = Callable[[Teacher, "EvalConfig", str], harness.Method]
 _FACTORIES: dict[str, MethodFactory] = {}
 
@@ -133,7 +136,7 @@ class EvalConfig:
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
     row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
-    metrics: list[str] | None = None  # None: "shapes" on the Shapes world, none elsewhere
+    metrics: list[str] | None = None  # None: SHAPES_DEFAULT_METRICS on the Shapes world, none elsewhere
     clip_model: str = "ViT-B-32"
     clip_weights: str | None = None
     out: str = "runs/eval"
@@ -155,6 +158,8 @@ class EvalConfig:
         unknown = [m for m in self.metrics or [] if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}")
+        if {"clip", "shapes-clip"} <= set(self.metrics or []):
+            raise ValueError("--metrics clip and shapes-clip both write clip_score; choose one")
         if self.batch_size < 1 or self.latency_repeats < 1 or self.latency_warmup < 0:
             raise ValueError("--batch-size and --latency-repeats must be ≥ 1, --latency-warmup ≥ 0")
 
@@ -249,9 +254,16 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
     if teacher.spec.world == "shapes":
         suites.check_world_prompts(suite)
     methods = [resolve_method(teacher, cfg, m) for m in cfg.methods]
-    metrics = cfg.metrics if cfg.metrics is not None else (["shapes"] if teacher.spec.world == "shapes" else [])
-    if "shapes" in metrics and teacher.spec.world != "shapes":
-        raise ValueError(f"the shapes metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
+    metrics = cfg.metrics if cfg.metrics is not None else (
+        list(SHAPES_DEFAULT_METRICS) if teacher.spec.world == "shapes" else [])
+    wrong_world = [m for m in metrics if m in SHAPES_ONLY_METRICS]
+    if wrong_world and teacher.spec.world != "shapes":
+        raise ValueError(f"the {wrong_world[0]} metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
+    shapes_clip = None
+    if "shapes-clip" in metrics or "fd" in metrics:
+        from tmd_bench.metrics.shapes_clip import ShapesClipMetrics
+
+        shapes_clip = ShapesClipMetrics()
     scorer = None
     if "clip" in metrics or "vbench-lite" in metrics:
         from tmd_bench.metrics.clip import load_clip
@@ -290,14 +302,19 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                 }
                 per_clip: list[dict] = []
                 metric_impls = {}
+                t_metrics = time.perf_counter()
                 row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
-                                          metric_impls))
+                                          metric_impls, shapes_clip=shapes_clip))
                 if "shapes" in metrics:
                     from tmd_bench.metrics import shapes
 
+                    t0 = time.perf_counter()
                     agg, per_clip = shapes.evaluate_clips(gen.videos, prompts)
                     row.update(agg)
-                    metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None}
+                    metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None,
+                                              "wall_s": round(time.perf_counter() - t0, 4)}
+                if metrics:
+                    row["metrics_time_s"] = round(time.perf_counter() - t_metrics, 4)
                 row["run_card"] = f"cards/{row_id}.json"
                 card = {
                     "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": commit,
@@ -339,9 +356,18 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
 
 
 def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prompts: list[str], seeds: list[int],
-                   suite, scorer, metrics: list[str], out: Path, impls: dict) -> dict:
-    """CLIP score, and fidelity to the teacher's 50-step samples from the same noise."""
+                   suite, scorer, metrics: list[str], out: Path, impls: dict, shapes_clip=None) -> dict:
+    """CLIP score, fidelity to the teacher's 50-step samples from the same noise, and Shapes-CLIP's
+    CLIP score and Fréchet distance to real renders (``shapes_clip``: a ShapesClipMetrics)."""
     row: dict = {}
+    if "shapes-clip" in metrics:
+        t0 = time.perf_counter()
+        row["clip_score"] = shapes_clip.clip_score(videos, prompts)
+        impls["shapes-clip"] = {**shapes_clip.impl("shapes-clip"), "wall_s": round(time.perf_counter() - t0, 4)}
+    if "fd" in metrics:
+        t0 = time.perf_counter()
+        row["fd_real"] = shapes_clip.fd_real(videos, prompts, seeds)
+        impls["fd"] = {**shapes_clip.impl("fd"), "wall_s": round(time.perf_counter() - t0, 4)}
     if "vbench-lite" in metrics:
         from tmd_bench.metrics import vbench_lite
 
