@@ -32,7 +32,7 @@ from tmd_bench import world
 QUALITY = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
            "dynamic_degree", "imaging_quality", "sharpness")
 SEMANTIC = tuple(f"acc_{a}" for a in world.ATTRIBUTES) + ("all_correct",)
-IMPLEMENTATION = "tmd_bench.metrics.shapes (analytic oracle; no weights)"
+IMPLEMENTATION = f"tmd_bench.metrics.shapes (analytic oracle version {oracle.VERSION}: template-fit shape, blur-robust count; no weights)"
 
 
 def _clip01(v: float) -> float:

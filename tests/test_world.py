@@ -56,6 +56,34 @@ def test_oracle_reads_clean_renders_of_the_suites(suite_name):
         assert n / len(suite.prompts) >= 0.99, (a, n)
 
 
+def _blur(clips: torch.Tensor, sigma: float) -> torch.Tensor:
+    x = torch.arange(-4, 5, dtype=torch.float32)
+    k = torch.exp(-x**2 / (2 * sigma**2))
+    k = k / k.sum()
+    flat = clips.reshape(-1, 1, world.HEIGHT, world.WIDTH)
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (4, 4, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (0, 0, 4, 4), mode="replicate"), k.view(1, 1, -1, 1))
+    return flat.view(clips.shape)
+
+
+@pytest.mark.parametrize("sigma,floor", [(0.7, 0.99), (1.0, 0.98)])
+def test_oracle_reads_blurred_noisy_renders(sigma, floor):
+    """Blur is a quality defect, not a semantic one: shape and count must survive a σ ≤ 1 px blur and
+    noise (version 1's fill-ratio reading read every blurred square as a circle, and a blur joins
+    two objects across the world's 1 px minimum gap)."""
+    suite = suites.load_suite("shapes-eval")
+    clean = world.render_prompts(list(suite.prompts), suite.seeds(0))
+    noise = 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    clips = (_blur(clean, sigma) + noise).clamp(-1, 1)
+    hits = {a: 0 for a in ("shape", "count", "size", "motion", "background")}
+    for p, clip in zip(suite.prompts, clips):
+        m = oracle.read(clip).matches(world.Scene.parse(p))
+        for a in hits:
+            hits[a] += m[a]
+    for a, n in hits.items():
+        assert n / len(suite.prompts) >= floor, (a, n)
+
+
 def test_oracle_is_not_fooled_by_noise_or_a_blank_clip():
     blank = torch.full((3, world.FRAMES, world.HEIGHT, world.WIDTH), -0.9)
     r = oracle.read(blank)
