@@ -175,6 +175,33 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
     df = pd.read_csv(tmp_path / "c" / "eval" / "results.csv")
     assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N2H2-stage1", "dmd2-s2", "teacher-euler-s50"} <= set(df["row_id"])
     assert (tmp_path / "c" / "report" / "report.html").is_file()
+
+    # shipping: float16 copies with provenance, loaded back into the teacher's dtype, sample as the originals
+    import json
+
+    import torch
+    from tmd_bench.distill.tmd import load_student, sample_tmd
+
+    from tmd_bench.compare import export_students, student_evaluations
+    from tmd_bench.teachers import load_teacher
+
+    shipped = export_students(tmp_path / "c", dest=tmp_path / "ship")
+    assert {p.name for p in shipped} == {"tmd-M2", "dmd2-s2"}
+    prov = json.loads((tmp_path / "ship" / "tmd-M2" / "provenance.json").read_text())
+    assert prov["command"].startswith("tmd-bench compare --only tmd-M2") and prov["teacher_sha256"]
+    assert set(prov["training_wall_time_s"]) == {"stage1", "stage2"}
+    rows = student_evaluations({p.name: p for p in shipped})
+    assert len(rows) == 4  # tmd M2 (N2, N1, stage 1) and dmd2-s2: the plan's rows, from the shipped folders
+    teacher = load_teacher("shapes", shapes_teacher_dir)
+    a = load_student(tmp_path / "c" / "students" / "tmd-M2" / "stage2" / "student", teacher)
+    b = load_student(tmp_path / "ship" / "tmd-M2" / "stage2" / "student", teacher)
+    assert next(b.parameters()).dtype == torch.float32
+    noise = torch.randn(teacher.latent_shape(1), generator=torch.Generator().manual_seed(0))
+    text = teacher.encode_text(["a small red circle moving up on a black background"])
+    outer, inner = a.config.outer_grid(), a.config.inner_grid()
+    xa, xb = sample_tmd(a, noise, text, outer, inner, [0]), sample_tmd(b, noise, text, outer, inner, [0])
+    assert not torch.equal(xa, xb) and (xa - xb).abs().max() < 2e-2
+
     r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "nope", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "unknown plan entries" in r.output
 

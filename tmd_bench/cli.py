@@ -297,6 +297,10 @@ def compare(
     limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
     device: str = typer.Option("cuda" if _cuda() else "cpu"),
     out: Path = typer.Option(Path("runs/compare"), help="Folder: students/<entry>/, eval/, report/."),
+    distill_only: bool = typer.Option(False, help="Distill the chosen entries and stop (run several such processes "
+                                      "side by side, then once without it to evaluate and report)."),
+    export: bool = typer.Option(False, help="Install the students as the package's shipped ones (float16, with "
+                                "provenance), which `tmd-bench demo` evaluates."),
 ):
     """Distill every method from one teacher (resuming what exists), evaluate all, write the report."""
     from tmd_bench.compare import compare as run_compare
@@ -309,8 +313,14 @@ def compare(
     if unknown:
         raise ValueError(f"unknown plan entries {unknown}; choose from {', '.join(names)}")
     t = load_teacher(teacher, teacher_path, device=device)
-    html = run_compare(t, out, chosen, limit=limit, console=out_console)
-    out_console.print(f"report: {html.resolve()}")
+    html = run_compare(t, out, chosen, limit=limit, console=out_console, distill_only=distill_only)
+    if html is not None:
+        out_console.print(f"report: {html.resolve()}")
+    if export:
+        from tmd_bench.compare import export_students
+
+        for folder in export_students(out, names=chosen):
+            out_console.print(f"shipped: {folder}")
 
 
 @bench_app.command("tmd")
@@ -454,24 +464,34 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and report (rewritten)."),
     limit: Optional[int] = typer.Option(None, help="Prompts from the evaluation suite (default: all 128)."),
 ):
-    """The main job on the embedded default: the shipped shapes teacher's step sweep, and the report."""
+    """The main job on the embedded default: the shipped shapes teacher's step sweep and the shipped
+    distilled students (TMD, DMD2-v, rCM, KD, MeanFlow) under one harness, and the report."""
     import shutil
 
     import pandas as pd
 
+    from tmd_bench.compare import SHIPPED_STUDENTS, plan, student_evaluations
     from tmd_bench.evaluate import EvalConfig, print_table
     from tmd_bench.evaluate import evaluate as run_eval
     from tmd_bench.reports.html import build_report
 
     t0 = time.time()
-    teacher_run = out / "teacher"
-    if (teacher_run / "results.csv").is_file():
-        shutil.rmtree(teacher_run)  # the demo's own previous output
+    run = out / "eval"
+    if (run / "results.csv").is_file():
+        shutil.rmtree(run)  # the demo's own previous output
     # Euler over the whole sweep; UniPC where a multistep solver differs from Euler (2–8 steps)
     for methods, steps in ((["teacher-euler"], [1, 2, 4, 8, 50]), (["teacher-unipc"], [2, 4, 8])):
-        run_eval(EvalConfig(methods=methods, steps=steps, limit=limit, out=str(teacher_run)))
-    print_table(pd.read_csv(teacher_run / "results.csv"), out_console)
-    csv_path, html_path = build_report([teacher_run], out / "report")
+        run_eval(EvalConfig(methods=methods, steps=steps, limit=limit, out=str(run)))
+    shipped = {e.name: SHIPPED_STUDENTS / e.name for e in plan("shapes") if (SHIPPED_STUDENTS / e.name).is_dir()}
+    if not shipped:
+        out_console.print("no shipped students found: the report shows the teacher only")
+    for methods, steps, ckpts, extra in student_evaluations(shipped):
+        extra = dict(extra)
+        tag = extra.pop("tag", None)
+        run_eval(EvalConfig(methods=methods, steps=steps, checkpoints=ckpts, limit=limit, out=str(run),
+                            row_suffix=tag, **extra))
+    print_table(pd.read_csv(run / "results.csv"), out_console)
+    csv_path, html_path = build_report([run], out / "report")
     out_console.print(f"\n[bold green]demo done[/] in {time.time() - t0:.0f} s\nreport: {html_path.resolve()}\n"
                       f"table:  {csv_path.resolve()}")
 

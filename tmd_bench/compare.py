@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tmd_bench.teachers import Teacher
+from tmd_bench.teachers import ASSETS, Teacher
+
+SHIPPED_STUDENTS = ASSETS / "students"  # what `make demo` evaluates beside the teacher
 
 
 @dataclass
@@ -58,7 +60,14 @@ def distill_entry(teacher: Teacher, entry: Entry, folder: Path, resume: bool) ->
 def evaluations(students: dict[str, Path]) -> list[tuple[list[str], list[int], dict, dict]]:
     """(methods, steps, checkpoints, extra EvalConfig fields) for each evaluation of the plan."""
     ev = [(["teacher-euler"], [1, 2, 4, 8, 50], {}, {}), (["teacher-unipc"], [2, 4, 8], {}, {})]
-    s = students
+    ev += student_evaluations(students)
+    return ev
+
+
+def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list[int], dict, dict]]:
+    """The plan's evaluations of distilled students (those whose folders exist)."""
+    ev: list = []
+    s = {k: Path(v) for k, v in students.items()}
     if "tmd-M2" in s:
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {}))
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {"inner_steps": 1}))
@@ -74,12 +83,74 @@ def evaluations(students: dict[str, Path]) -> list[tuple[list[str], list[int], d
         ev.append((["kd"], [1], {"kd": str(s["kd"] / "student")}, {}))
     if "meanflow" in s:
         ev.append((["meanflow"], [1, 2], {"meanflow": str(s["meanflow"] / "student")}, {}))
-    return ev
+    return [e for e in ev if all(Path(c).is_dir() for c in e[2].values())]
+
+
+def student_folders(entry_root: Path) -> list[Path]:
+    """The exported student folders under one plan entry's run folder."""
+    return sorted(p.parent for p in entry_root.rglob("*.json")
+                  if p.name in ("tmd_config.json", "student_config.json") and p.parent.name == "student")
+
+
+def export_students(out: str | Path, dest: Path = SHIPPED_STUDENTS, names: list[str] | None = None) -> list[Path]:
+    """Copy the students of a compare run into ``dest`` (default: the package's shipped students),
+    weights as float16 (loaded back into the teacher's dtype), with a ``provenance.json`` per entry:
+    the command that reproduces it, its training logs' wall time, the teacher's hash, the commit."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tmd_bench.evaluate import git_commit
+
+    out = Path(out)
+    done = []
+    for entry in plan("shapes"):
+        root = out / "students" / entry.name
+        if names and entry.name not in names or not root.is_dir():
+            continue
+        target = dest / entry.name
+        if target.exists():
+            shutil.rmtree(target)
+        wall = {}
+        for log in sorted(root.rglob("log.csv")):
+            lines = log.read_text().strip().splitlines()
+            if len(lines) > 1 and "elapsed_s" in lines[0]:
+                wall[str(log.parent.relative_to(root))] = float(lines[-1].split(",")[lines[0].split(",").index("elapsed_s")])
+        for folder in student_folders(root):
+            rel = folder.relative_to(root)
+            for f in folder.rglob("*"):
+                if f.is_dir():
+                    continue
+                t = target / rel / f.relative_to(folder)
+                t.parent.mkdir(parents=True, exist_ok=True)
+                if f.suffix == ".safetensors":
+                    save_file({k: v.to(torch.float16) if v.is_floating_point() else v
+                               for k, v in load_file(str(f)).items()}, str(t))
+                else:
+                    shutil.copy(f, t)
+            meta = json.loads(next(p for p in (folder / "tmd_config.json", folder / "student_config.json")
+                                   if p.is_file()).read_text())
+            teacher_hash = meta.get("teacher_sha256")
+        options = " ".join(f"{k}={v}" for k, v in entry.options.items())
+        (target / "provenance.json").write_text(json.dumps({
+            "entry": entry.name, "method": entry.method, "options": options,
+            "teacher_sha256": teacher_hash, "training_wall_time_s": wall, "git_commit": git_commit(),
+            "stored_as": "float16 copies of the float32 training exports",
+            "command": f"tmd-bench compare --only {entry.name} --distill-only --out runs/compare && "
+                       f"tmd-bench compare --only {entry.name} --export --out runs/compare",
+        }, indent=2))
+        done.append(target)
+    return done
 
 
 def compare(teacher: Teacher, out: str | Path, only: list[str] | None = None, resume: bool = True,
-            limit: int | None = None, console=None) -> Path:
-    """Distill (or resume) every planned student, evaluate all, write the report; returns it."""
+            limit: int | None = None, console=None, distill_only: bool = False) -> Path | None:
+    """Distill (or resume) every planned student, evaluate all, write the report; returns it.
+
+    ``distill_only``: stop after distilling (so several processes can share the entries out);
+    a later call without it finds the students done and only evaluates."""
     from tmd_bench.evaluate import EvalConfig, evaluate
     from tmd_bench.reports.html import build_report
 
@@ -92,6 +163,8 @@ def compare(teacher: Teacher, out: str | Path, only: list[str] | None = None, re
         students[entry.name] = out / "students" / entry.name
         if console:
             console.print(f"{entry.name}: distilled ({time.time() - t0:.0f} s this run)")
+    if distill_only:
+        return None
     run = out / "eval"
     for methods, steps, ckpts, extra in evaluations(students):
         tag = extra.pop("tag", None)
