@@ -4,7 +4,9 @@ Each of the 16 dimensions is min/max-normalised with VBench's fixed constants an
 dynamic degree 0.5); **Quality** is the weighted mean of the 7 quality dimensions, **Semantic** of
 the 9 semantic ones, and **Total = (4·Quality + 1·Semantic) / 5**. Constants: VBench's
 ``scripts/constant.py``; procedure: its ``scripts/cal_final_score.py`` (a missing dimension
-counts as 0 there, and here only when ``missing="zero"``).
+counts as 0 there, and here only when ``missing="zero"``). Checked against both files and
+against published leaderboard rows (per-dimension scores → published Total/Quality/Semantic) in
+``tests/metrics/test_vbench.py``.
 
 Inputs are raw per-dimension scores in [0, 1] (VBench's JSON results hold them as
 ``{"subject_consistency": [score, per_video…]}``; :func:`from_vbench_json` reads that).
@@ -13,6 +15,7 @@ Inputs are raw per-dimension scores in [0, 1] (VBench's JSON results hold them a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 QUALITY = ("subject consistency", "background consistency", "temporal flickering", "motion smoothness",
@@ -43,42 +46,71 @@ NORMALIZE = {  # (min, max)
 QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
 
 
+@dataclass(frozen=True)
+class Aggregation:
+    """Which dimensions form Quality and Semantic, their (min, max) normalisation and weights.
+
+    :data:`VBENCH` is VBench's own; the Shapes world's (``tmd_bench.metrics.shapes.WORLD``) goes
+    through the same :func:`normalised` and :func:`aggregate`.
+    """
+
+    quality: tuple[str, ...]
+    semantic: tuple[str, ...]
+    normalize: dict[str, tuple[float, float]]
+    weight: dict[str, float] = field(default_factory=dict)  # absent: 1
+    quality_weight: float = QUALITY_WEIGHT
+    semantic_weight: float = SEMANTIC_WEIGHT
+    name: str = "VBench"
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return self.quality + self.semantic
+
+    def w(self, d: str) -> float:
+        return self.weight.get(d, 1.0)
+
+
+VBENCH = Aggregation(QUALITY, SEMANTIC, NORMALIZE, WEIGHT)
+
+
 def _key(name: str) -> str:
     return name.replace("_", " ").strip().lower()
 
 
-def normalised(scores: dict[str, float]) -> dict[str, float]:
+def normalised(scores: dict[str, float], spec: Aggregation = VBENCH) -> dict[str, float]:
     """``w_d · (s_d − min_d) / (max_d − min_d)`` for each dimension present."""
     out = {}
     for name, value in scores.items():
         d = _key(name)
-        if d not in NORMALIZE:
-            raise ValueError(f"unknown VBench dimension {name!r}; expected one of {', '.join(DIMENSIONS)}")
-        lo, hi = NORMALIZE[d]
-        out[d] = WEIGHT[d] * (float(value) - lo) / (hi - lo)
+        if d not in spec.normalize:
+            raise ValueError(f"unknown {spec.name} dimension {name!r}; expected one of {', '.join(spec.dimensions)}")
+        lo, hi = spec.normalize[d]
+        out[d] = spec.w(d) * (float(value) - lo) / (hi - lo)
     return out
 
 
-def aggregate(scores: dict[str, float], missing: str = "error") -> dict[str, float]:
+def aggregate(scores: dict[str, float], missing: str = "error", spec: Aggregation = VBENCH) -> dict[str, float]:
     """Quality, Semantic and Total (all in [0, 1] scale, ×100 for the leaderboard's percentages).
 
     ``missing="error"`` refuses an incomplete set of dimensions; ``"zero"`` scores absent ones
     as 0, as VBench's own script does; ``"skip"`` averages over the dimensions present (not
     comparable with published numbers — the result says so with ``complete = 0``).
+    ``spec`` chooses the dimensions, constants and weights (default: VBench's).
     """
-    norm = normalised(scores)
-    absent = [d for d in DIMENSIONS if d not in norm]
+    norm = normalised(scores, spec)
+    absent = [d for d in spec.dimensions if d not in norm]
     if absent and missing == "error":
-        raise ValueError(f"missing VBench dimensions: {', '.join(absent)} (pass missing='zero' or 'skip')")
+        raise ValueError(f"missing {spec.name} dimensions: {', '.join(absent)} (pass missing='zero' or 'skip')")
 
     def mean(group: tuple[str, ...]) -> float:
         dims = [d for d in group if d in norm] if missing == "skip" else list(group)
         if not dims:
             return float("nan")
-        return sum(norm.get(d, 0.0) for d in dims) / sum(WEIGHT[d] for d in dims)
+        return sum(norm.get(d, 0.0) for d in dims) / sum(spec.w(d) for d in dims)
 
-    quality, semantic = mean(QUALITY), mean(SEMANTIC)
-    total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
+    quality, semantic = mean(spec.quality), mean(spec.semantic)
+    qw, sw = spec.quality_weight, spec.semantic_weight
+    total = (qw * quality + sw * semantic) / (qw + sw)
     return {"quality": quality, "semantic": semantic, "total": total, "complete": float(not absent)}
 
 
