@@ -19,13 +19,28 @@ Quality analogues (each in [0, 1], higher is better; named after the VBench dime
   no off-palette colour): ``1 − 4·mean distance`` from each pixel to that segment in RGB;
 - ``sharpness``: crisp, not smeared objects: the coverage-weighted mean coverage ``Σα²/Σα``
   (≈ 0.9 for clean renders; a regression student's blur of several modes lowers it).
+
+**World Total / Quality / Semantic** (``world_total``, ``world_quality``, ``world_semantic``):
+VBench's aggregation, through the same code (:func:`tmd_bench.metrics.vbench.aggregate` with
+:data:`WORLD`): Quality is the weighted mean of the six quality analogues above (VBench's
+subject consistency, background consistency, temporal flickering, motion smoothness, imaging
+quality; dynamic degree weighs ½ as in VBench; VBench's aesthetic quality has no analogue here
+and is left out, not zeroed), Semantic the mean of the oracle's six attribute accuracies
+(``acc_colour`` ↔ color, ``acc_shape`` ↔ object class, ``acc_count`` ↔ multiple objects,
+``acc_background`` ↔ scene, ``acc_motion`` ↔ the prompted motion of human action / temporal
+style, ``acc_size`` ↔ attribute binding, no VBench dimension), Total = (4·Quality + Semantic)/5.
+Normalisation is the identity (min 0, max 1) for every world dimension: VBench's constants are
+the empirical ranges of real videos' scores and mean nothing for these analogues, which are
+already defined on [0, 1] with 1 = a clean render. ``sharpness`` (≈ 0.9 on clean renders) and
+``all_correct`` (the conjunction of the accuracies) stay out. A dimension that is NaN (dynamic
+degree when no prompt asks for motion) is left out of its group's mean.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from tmd_bench.metrics import oracle
+from tmd_bench.metrics import oracle, vbench
 
 from tmd_bench import world
 
@@ -33,6 +48,22 @@ QUALITY = ("subject_consistency", "background_consistency", "temporal_flicker", 
            "dynamic_degree", "imaging_quality", "sharpness")
 SEMANTIC = tuple(f"acc_{a}" for a in world.ATTRIBUTES) + ("all_correct",)
 IMPLEMENTATION = f"tmd_bench.metrics.shapes (analytic oracle version {oracle.VERSION}: template-fit shape, blur-robust count; no weights)"
+
+WORLD_QUALITY = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
+                 "dynamic_degree", "imaging_quality")
+WORLD_SEMANTIC = tuple(f"acc_{a}" for a in world.ATTRIBUTES)
+WORLD = vbench.Aggregation(
+    quality=tuple(vbench._key(d) for d in WORLD_QUALITY), semantic=tuple(vbench._key(d) for d in WORLD_SEMANTIC),
+    normalize={vbench._key(d): (0.0, 1.0) for d in WORLD_QUALITY + WORLD_SEMANTIC},
+    weight={"dynamic degree": 0.5}, name="Shapes-world")
+
+
+def world_scores(agg: dict[str, float]) -> dict[str, float]:
+    """``world_quality``, ``world_semantic``, ``world_total`` from a row's Shapes metrics (VBench's
+    aggregation with :data:`WORLD`; NaN dimensions are left out of their group)."""
+    scores = {d: agg[d] for d in WORLD_QUALITY + WORLD_SEMANTIC if d in agg and not np.isnan(agg[d])}
+    out = vbench.aggregate(scores, missing="skip", spec=WORLD)
+    return {f"world_{k}": float(out[k]) for k in ("quality", "semantic", "total")}
 
 
 def _clip01(v: float) -> float:

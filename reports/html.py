@@ -173,8 +173,9 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
                          "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
                          "latency_total_s", "fps", metric] if c in df]
-    quality_cols = ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
-                    "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "psnr_teacher", "ssim_teacher",
+    quality_cols = ("world_total", "world_quality", "world_semantic", "vbench_total", "vbench_quality",
+                    "vbench_semantic", "subject_consistency", "background_consistency", "temporal_flicker",
+                    "motion_smoothness", "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "psnr_teacher", "ssim_teacher",
                     "fd_clip_teacher", "fd_real")
     extra = [c for c in df.columns
              if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown]

@@ -74,6 +74,7 @@ def test_evaluate_writes_rows_cards_and_samples(shapes_teacher_dir, tmp_path):
     assert df["all_correct"].between(0, 1).all() and (df["num_clips"] == 5).all()
     for c in ("acc_shape", "acc_motion", "subject_consistency", "sharpness", "latency_denoise_s"):
         assert c in df
+    assert df[["world_quality", "world_semantic", "world_total"]].stack().between(0, 1).all()
     card = json.loads((out / df["run_card"][1]).read_text())
     for key in ("git_commit", "teacher", "suite", "seeds", "latency_protocol", "hardware", "software", "command"):
         assert key in card

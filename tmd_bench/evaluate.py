@@ -311,6 +311,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                     t0 = time.perf_counter()
                     agg, per_clip = shapes.evaluate_clips(gen.videos, prompts)
                     row.update(agg)
+                    row.update(shapes.world_scores(agg))  # VBench's aggregation over the world's dimensions
                     metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None,
                                               "wall_s": round(time.perf_counter() - t0, 4)}
                 if metrics:
