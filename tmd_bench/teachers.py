@@ -130,6 +130,9 @@ class IdentityCodec(torch.nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents.clamp(-1, 1)
 
+    def encode(self, videos: torch.Tensor) -> torch.Tensor:
+        return videos.clamp(-1, 1)
+
 
 class WanCodec(torch.nn.Module):
     """AutoencoderKLWan with Wan's per-channel latent normalisation (as in diffusers' WanPipeline)."""
@@ -144,6 +147,15 @@ class WanCodec(torch.nn.Module):
         std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
         z = latents.to(self.vae.dtype) * std.to(self.vae.dtype) + mean.to(self.vae.dtype)
         return self.vae.decode(z, return_dict=False)[0].clamp(-1, 1)
+
+    def encode(self, videos: torch.Tensor) -> torch.Tensor:
+        """Videos ``(B, 3, F, H, W)`` in [−1, 1] → normalised latents ``(z − mean) / std``, z the
+        posterior mean (deterministic; what ``decode`` inverts)."""
+        cfg = self.vae.config
+        z = self.vae.encode(videos.to(self.vae.dtype), return_dict=False)[0].mode()
+        mean = torch.tensor(cfg.latents_mean, device=z.device, dtype=z.dtype).view(1, -1, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=z.device, dtype=z.dtype).view(1, -1, 1, 1, 1)
+        return (z - mean) / std
 
 
 @dataclass
@@ -204,6 +216,11 @@ class Teacher:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(latents)
+
+    @torch.no_grad()
+    def encode(self, videos: torch.Tensor) -> torch.Tensor:
+        """Videos ``(B, 3, F, H, W)`` in [−1, 1] → latents in the teacher's dtype (the inverse of ``decode``)."""
+        return self.codec.encode(videos).to(self.dtype)
 
     def checkpoint_hash(self) -> str:
         """Hash of the transformer's files on disk, computed once per teacher (every run card and
