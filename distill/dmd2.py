@@ -170,9 +170,10 @@ def preset(teacher: str, **overrides) -> DMD2Config:
 
 
 def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
-             log_every: int = 10) -> Path:
-    """DMD2-v in ``out/dmd2`` (after a KD warm-up in ``out/kd-warmup`` for one step); returns the student folder."""
-    from tmd_bench.distill.data import WorldBatches
+             log_every: int = 10, data=None) -> Path:
+    """DMD2-v in ``out/dmd2`` (after a KD warm-up in ``out/kd-warmup`` for one step); returns the student folder.
+    ``data``: a folder of latents (``tmd-bench data generate/encode``) instead of the Shapes world."""
+    from tmd_bench.distill.data import training_batches
     from tmd_bench.distill.kd import KDConfig, run_kd
     from tmd_bench.distill.trainer import train
 
@@ -180,6 +181,7 @@ def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, ch
 
     cfg.validate()
     out = Path(out)
+    batches = training_batches(teacher, cfg.batch_size, cfg.seed, data)
     student = new_student(teacher, cfg)
     if cfg.steps == 1 and cfg.kd_warmup_iterations > 0:
         kd_cfg = KDConfig(pairs=cfg.kd_pairs, teacher_steps=cfg.kd_teacher_steps, iterations=cfg.kd_warmup_iterations,
@@ -187,7 +189,7 @@ def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, ch
         # trains student.transformer in place (or loads its finished state on resume)
         run_kd(teacher, kd_cfg, out / "kd-warmup", resume=resume,
                student=FullStudent(student.transformer, "kd", student.config), checkpoint_every=checkpoint_every)
-    train(DMD2V(teacher, student, cfg), WorldBatches(teacher, cfg.batch_size, cfg.seed), out / "dmd2",
+    train(DMD2V(teacher, student, cfg), batches, out / "dmd2",
           cfg.iterations, resume=resume and ckpt.has_state(out / "dmd2"), checkpoint_every=checkpoint_every,
           log_every=log_every, description=f"DMD2-v ({cfg.steps} steps)")
     return out / "dmd2" / "student"

@@ -237,15 +237,16 @@ class RCM:
 
 
 def run_rcm(teacher, cfg: RCMConfig, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
-            log_every: int = 10) -> Path:
-    from tmd_bench.distill.data import WorldBatches
+            log_every: int = 10, data=None) -> Path:
+    from tmd_bench.distill.data import training_batches
     from tmd_bench.distill.trainer import train
 
     from tmd_bench import checkpoint as ckpt
 
     out = Path(out)
+    batches = training_batches(teacher, cfg.batch_size, cfg.seed, data)  # data: a latents folder, or the world
     student = FullStudent(copy.deepcopy(teacher.transformer), "rcm", {"sigma_max": cfg.sigma_max})
-    train(RCM(teacher, student, cfg), WorldBatches(teacher, cfg.batch_size, cfg.seed), out, cfg.iterations,
+    train(RCM(teacher, student, cfg), batches, out, cfg.iterations,
           resume=resume and ckpt.has_state(out), checkpoint_every=checkpoint_every, log_every=log_every,
           description="rCM (sCM + DMD)")
     return out / "student"

@@ -185,12 +185,13 @@ def _jsonable(d: dict) -> dict:
 
 def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tuple[int, ...] = (1, 2),
             resume: bool = False, init: str | Path | None = None, checkpoint_every: int = 100,
-            log_every: int = 10, parallel=None) -> Path:
+            log_every: int = 10, parallel=None, data: str | Path | None = None) -> Path:
     """Stage 1 then stage 2 (or either alone) in ``out/stage1``, ``out/stage2``; returns the final
-    student folder. Stage 2 starts from stage 1's student, from ``init``, or from the teacher."""
+    student folder. Stage 2 starts from stage 1's student, from ``init``, or from the teacher.
+    ``data``: a folder of latents (``tmd-bench data generate/encode``) instead of the Shapes world."""
     import copy
 
-    from tmd_bench.distill.data import WorldBatches
+    from tmd_bench.distill.data import training_batches
     from tmd_bench.distill.tmd import load_student
     from tmd_bench.distill.trainer import train
 
@@ -198,7 +199,7 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
 
     out = Path(out)
     cfg.tmd.validate(teacher.num_blocks)
-    data = WorldBatches(teacher, cfg.batch_size, cfg.seed)
+    data = training_batches(teacher, cfg.batch_size, cfg.seed, data, sharded=parallel is not None)
     final = None
     if 1 in stages:
         student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)

@@ -98,6 +98,9 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             diff = {k: (meta["config"].get(k), cfg.get(k)) for k in set(meta["config"]) | set(cfg)
                     if meta["config"].get(k) != cfg.get(k)}
             raise ckpt.IncompatibleCheckpoint(f"cannot resume {out}: its config differs (saved, now): {diff}")
+        if meta.get("data") != getattr(data, "identity", None):
+            raise ckpt.IncompatibleCheckpoint(f"cannot resume {out}: it trained on data {meta.get('data')}, "
+                                              f"this run on {getattr(data, 'identity', None)}")
         if meta.get("format") == "dcp":  # any number of processes, one included
             distributed.load_checkpoint(out, meta["dcp"], method, meta["world_size"], meta["fresh_optimizers"])
         else:
@@ -121,7 +124,8 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             rel, fresh = distributed.save_checkpoint(out, method, it)
             if main:
                 ckpt.save_meta(out, {"method": method.name, "iteration": it, "elapsed_s": elapsed, "config": cfg,
-                                     "data_position": data.position, "format": "dcp", "dcp": rel, "fresh_optimizers": fresh,
+                                     "data_position": data.position,
+                                     "data": getattr(data, "identity", None), "format": "dcp", "dcp": rel, "fresh_optimizers": fresh,
                                      "world_size": rep.world_size, "parallel": asdict(parallel)})
                 distributed.prune_checkpoints(out, rel)
             distributed.export(method, out / "student")
@@ -135,7 +139,8 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             tensors.update(t)
             optim_meta[name] = m
         ckpt.save_state(out, tensors, {"method": method.name, "iteration": it, "elapsed_s": elapsed,
-                                       "config": cfg, "optim": optim_meta, "data_position": data.position})
+                                       "config": cfg, "optim": optim_meta, "data_position": data.position,
+                                       "data": getattr(data, "identity", None)})
         method.export(out / "student")
 
     t_last, sums, counts = time.perf_counter(), {}, {}

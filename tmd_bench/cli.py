@@ -191,6 +191,9 @@ def distill(
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="Recompute the student's blocks in backward "
                                                           "(default: the preset's; on for Wan)."),
+    data: Optional[Path] = typer.Option(None, help="Train on a folder of latents written by `tmd-bench data "
+                                        "generate/encode` (needed for Wan teachers; default: the Shapes world). "
+                                        "Under torchrun each process reads its rows of the global batch."),
     out: Path = typer.Option(Path("runs/distill"), help="Run folder (stage1/, stage2/, each with student/)."),
 ):
     """Distill a few-step student from a teacher (TMD: stage 1 then stage 2, resumable)."""
@@ -215,7 +218,7 @@ def distill(
         raise ValueError("--grad-accumulation and --mixed-precision apply under torchrun: add --nproc 1 (or more)")
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
-                              resume, out, checkpoint_every, kd_pairs, kd_teacher_steps)
+                              resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data)
         return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
@@ -235,7 +238,7 @@ def distill(
     cfg.tmd.validate(t.num_blocks)
     t0 = time.time()
     final = run_tmd(t, cfg, out, stages, resume=resume, init=init, checkpoint_every=checkpoint_every,
-                    parallel=parallel)
+                    parallel=parallel, data=data)
     main = distributed.is_main()
     distributed.shutdown()
     if not main:
@@ -246,12 +249,16 @@ def distill(
 
 
 def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
-                          checkpoint_every, kd_pairs, kd_teacher_steps):
+                          checkpoint_every, kd_pairs, kd_teacher_steps, data=None):
     """DMD2-v or KD: the whole network as a few-step student."""
     import torch
 
     from tmd_bench.distill import dmd2, kd
     from tmd_bench.teachers import load_teacher
+
+    if data is not None and method == "kd":
+        raise ValueError("--data: kd regresses on teacher ODE pairs drawn from noise and reads no data "
+                         "(tmd, dmd2, rcm and meanflow do)")
 
     for name, v in (("--steps", steps), ("--iterations", iterations), ("--batch-size", batch_size),
                     ("--kd-pairs", kd_pairs), ("--kd-teacher-steps", kd_teacher_steps)):
@@ -263,19 +270,19 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
     t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
     t0 = time.time()
     if method == "dmd2":
-        final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every, data=data)
         m = cfg.steps
     elif method == "rcm":
         from tmd_bench.distill import rcm
 
         rc = rcm.preset(teacher, iterations=iterations, batch_size=batch_size, seed=seed)
-        final = rcm.run_rcm(t, rc, out, resume=resume, checkpoint_every=checkpoint_every)
+        final = rcm.run_rcm(t, rc, out, resume=resume, checkpoint_every=checkpoint_every, data=data)
         m = steps or 2
     elif method == "meanflow":
         from tmd_bench.distill import meanflow
 
         mf = meanflow.preset(teacher, steps=steps, iterations=iterations, batch_size=batch_size, seed=seed)
-        final = meanflow.run_meanflow(t, mf, out, resume=resume, checkpoint_every=checkpoint_every)
+        final = meanflow.run_meanflow(t, mf, out, resume=resume, checkpoint_every=checkpoint_every, data=data)
         m = mf.steps
     else:
         kd_cfg = kd.KDConfig(pairs=cfg.kd_pairs, teacher_steps=cfg.kd_teacher_steps,
@@ -416,6 +423,124 @@ def teacher_train(
         out_console.print(f"installed as the shipped shapes teacher: {SHAPES_TEACHER_DIR}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Training data for real teachers: teacher samples or encoded "
+                       "videos as sharded latents (read by `distill --data`).")
+app.add_typer(data_app, name="data")
+
+
+def _command(words: str, params: dict) -> str:
+    """The command line that reproduces a data folder (recorded in its index.json)."""
+    import shlex
+
+    parts = ["tmd-bench", *words.split()]
+    for k, v in params.items():
+        if v is not None and v is not False:
+            parts += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return shlex.join(parts)
+
+
+def _data_teacher(teacher, teacher_path, device, dtype, frames, height, width):
+    from dataclasses import replace
+
+    from tmd_bench.dataset import DTYPES
+    from tmd_bench.teachers import load_teacher
+
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") and teacher != "shapes" else "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    t = load_teacher(teacher, teacher_path, device=device, dtype=DTYPES[dtype])
+    size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v is not None}
+    for k, v in size.items():
+        if v < 1:
+            raise ValueError(f"--{k} must be ≥ 1, got {v}")
+    if size:
+        t.spec = replace(t.spec, **size)
+    return t
+
+
+@data_app.command("generate")
+@user_errors
+def data_generate(
+    teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
+    prompts: str = typer.Option(..., help="Prompt file (.txt, one per line; .jsonl with \"prompt\") or a built-in suite."),
+    out: Path = typer.Option(..., help="Data folder (index.json, shard-NNNNN.safetensors); re-run to resume."),
+    steps: int = typer.Option(50, help="Teacher sampling steps."),
+    guidance: Optional[float] = typer.Option(None, help="CFG scale (default: the teacher's)."),
+    shift: Optional[float] = typer.Option(None, help="Timestep shift (default: the teacher's)."),
+    solver: str = typer.Option("euler", help="euler or unipc."),
+    per_prompt: int = typer.Option(1, help="Clips per prompt (clip j: prompt j // K, noise seed --seed + j)."),
+    frames: Optional[int] = typer.Option(None, help="Video frames (Wan: 4k + 1; default: the teacher's)."),
+    height: Optional[int] = typer.Option(None, help="Video height (default: the teacher's)."),
+    width: Optional[int] = typer.Option(None, help="Video width (default: the teacher's)."),
+    shard_size: int = typer.Option(256, help="Clips per shard."),
+    batch_size: int = typer.Option(8, help="Clips sampled together."),
+    seed: int = typer.Option(0, help="Base noise seed."),
+    dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16 (default: bfloat16 for Wan on CUDA)."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    nproc: Optional[int] = typer.Option(None, help="Processes (GPUs): shards are split across them under torchrun."),
+):
+    """Teacher samples for a prompt file, saved as latents (before decoding) and text embeddings."""
+    from tmd_bench import dataset, distributed
+    from tmd_bench.suites import load_suite
+
+    if nproc is not None and not distributed.launched():
+        raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
+    device = distributed.init(device)
+    suite = load_suite(prompts)
+    t = _data_teacher(teacher, teacher_path, device, dtype, frames, height, width)
+    cmd = _command("data generate", dict(teacher=teacher, teacher_path=teacher_path, prompts=prompts, out=out,
+                                         steps=steps, guidance=guidance, shift=shift, solver=solver,
+                                         per_prompt=per_prompt, frames=frames, height=height, width=width,
+                                         shard_size=shard_size, batch_size=batch_size, seed=seed, dtype=dtype))
+    t0 = time.time()
+    index = dataset.generate(t, list(suite.prompts), out, steps=steps, guidance=guidance, shift=shift, solver=solver,
+                             per_prompt=per_prompt, seed=seed, shard_size=shard_size, batch_size=batch_size,
+                             prompts_source=suite.source, command=cmd, rank=distributed.rank(),
+                             world=distributed.world_size())
+    if distributed.is_main():
+        out_console.print(f"{index['count']} clips in {len(index['shards'])} shards ({time.time() - t0:.0f} s): "
+                          f"{out / dataset.INDEX}")
+    distributed.shutdown()
+
+
+@data_app.command("encode")
+@user_errors
+def data_encode(
+    teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout, with vae/ for Wan)."),
+    videos: Path = typer.Option(..., help="Folder of videos with captions: captions.jsonl ({\"video\": \"a.mp4\", "
+                                "\"caption\": \"…\"} per line) or a.txt beside a.mp4. Videos: .gif/.webp (Pillow), "
+                                ".pt/.safetensors frame tensors, .mp4/.webm/.mov/.mkv/.avi with PyAV installed."),
+    out: Path = typer.Option(..., help="Data folder (index.json, shard-NNNNN.safetensors); re-run to resume."),
+    frames: Optional[int] = typer.Option(None, help="Frames kept from each video's start (Wan: 4k + 1)."),
+    height: Optional[int] = typer.Option(None, help="Height (videos are resized to cover it and centre-cropped)."),
+    width: Optional[int] = typer.Option(None, help="Width."),
+    frame_stride: int = typer.Option(1, help="Keep every n-th frame."),
+    shard_size: int = typer.Option(256, help="Clips per shard."),
+    dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16 (default: bfloat16 for Wan on CUDA)."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    nproc: Optional[int] = typer.Option(None, help="Processes (GPUs): shards are split across them under torchrun."),
+):
+    """VAE latents and text embeddings of a folder of captioned videos (same format as `data generate`)."""
+    from tmd_bench import dataset, distributed
+
+    if nproc is not None and not distributed.launched():
+        raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
+    device = distributed.init(device)
+    t = _data_teacher(teacher, teacher_path, device, dtype, frames, height, width)
+    cmd = _command("data encode", dict(teacher=teacher, teacher_path=teacher_path, videos=videos, out=out,
+                                       frames=frames, height=height, width=width, frame_stride=frame_stride,
+                                       shard_size=shard_size, dtype=dtype))
+    t0 = time.time()
+    index = dataset.encode(t, videos, out, shard_size=shard_size, frame_stride=frame_stride, command=cmd,
+                           rank=distributed.rank(), world=distributed.world_size())
+    if distributed.is_main():
+        out_console.print(f"{index['count']} clips in {len(index['shards'])} shards ({time.time() - t0:.0f} s): "
+                          f"{out / dataset.INDEX}")
+    distributed.shutdown()
+
+
 metrics_app = typer.Typer(no_args_is_help=True, help="Metric models: train Shapes-CLIP.")
 app.add_typer(metrics_app, name="metrics")
 
@@ -456,6 +581,72 @@ def metrics_train_shapes_clip(
         for name in (sc.WEIGHTS, sc.CONFIG, sc.RECORD, "log.csv"):
             shutil.copy(out / name, sc.ASSET_DIR / name)
         out_console.print(f"installed as the shipped Shapes-CLIP: {sc.ASSET_DIR}")
+
+
+vbench_app = typer.Typer(no_args_is_help=True, help="Full VBench (optional extra, the vbench package): export "
+                         "clips under VBench's names, run it, import its results into results.csv.")
+app.add_typer(vbench_app, name="vbench")
+
+
+@vbench_app.command("export")
+@user_errors
+def vbench_export(
+    source: Path = typer.Argument(..., help="Run folder (its samples/) or one samples .safetensors file."),
+    out: Path = typer.Option(..., help="Folder for {prompt}-{index}.mp4 (.gif without PyAV) and vbench_videos.json."),
+    fps: int = typer.Option(8, help="Frames per second of the written videos (VBench's example: 8)."),
+):
+    """Write a run's clips with VBench's file names ({prompt}-{index}, index 0–4) and a seed manifest."""
+    from tmd_bench.metrics.vbench_bridge import export_videos
+
+    summary = export_videos(source, out, fps)
+    for note in summary["notes"]:
+        console.print(f"[yellow]note:[/] {_escape(note)}", highlight=False, soft_wrap=True)
+    out_console.print(f"{summary['files']} {summary['format']} videos in {', '.join(summary['folders'])}")
+
+
+@vbench_app.command("run")
+@user_errors
+def vbench_run(
+    videos: Path = typer.Argument(..., help="Folder written by `tmd-bench vbench export`."),
+    out: Path = typer.Option(..., help="Folder for VBench's *_eval_results.json."),
+    dimension: list[str] = typer.Option([], help="VBench dimension (repeatable), e.g. subject_consistency."),
+    mode: str = typer.Option("custom_input", help="vbench --mode: custom_input (any prompts) or vbench_standard "
+                             "(VBench's own prompt suite)."),
+    run: Optional[Path] = typer.Option(None, help="Run folder whose results.csv gets the imported columns."),
+    row_id: Optional[str] = typer.Option(None, help="Row of --run to write (vb_*, vbench_* columns)."),
+):
+    """Run `vbench evaluate` (package and weights must be installed) and import its results."""
+    from tmd_bench.metrics.vbench_bridge import run_vbench
+
+    if (run is None) != (row_id is None):
+        raise ValueError("--run and --row-id go together")
+    paths = run_vbench(videos, out, [d for x in dimension for d in x.split(",") if d.strip()], mode)
+    _vbench_import(paths, run, row_id)
+
+
+@vbench_app.command("import")
+@user_errors
+def vbench_import(
+    results: list[Path] = typer.Argument(..., help="VBench *_eval_results.json file(s)."),
+    run: Optional[Path] = typer.Option(None, help="Run folder whose results.csv gets the imported columns."),
+    row_id: Optional[str] = typer.Option(None, help="Row of --run to write (vb_*, vbench_* columns)."),
+):
+    """Import VBench results: vb_<dimension> columns and vbench_quality/semantic/total (complete groups)."""
+    if (run is None) != (row_id is None):
+        raise ValueError("--run and --row-id go together")
+    _vbench_import(results, run, row_id)
+
+
+def _vbench_import(paths, run, row_id):
+    import json
+
+    from tmd_bench.metrics.vbench_bridge import import_results, merge_into_run
+
+    row = import_results(paths)
+    if run is not None:
+        out_console.print(f"{len(row)} columns written to row {row_id} of {merge_into_run(row, run, row_id)}")
+    else:
+        out_console.print(json.dumps(row, indent=2), highlight=False)
 
 
 @app.command()

@@ -13,6 +13,7 @@
   and computes rows ``[lo, hi)`` of it, in ``accumulation`` micro-batches; random draws are made for
   the whole global batch and sliced (:class:`ShardGenerator`), so a run on K processes computes the
   same losses and updates as a single process at the same global batch, up to float rounding.
+  A stream from a data folder (``distill --data``) reads only this rank's rows (``batch.rows``).
 - **Checkpoints**: :func:`save_checkpoint` writes model and optimiser state with
   ``torch.distributed.checkpoint`` (DCP: resumable on a different number of processes, or on one
   without a process group), the per-rank RNG state as safetensors, and the step, config and data
@@ -171,8 +172,10 @@ class _Root(nn.Module):
 
 
 def slice_batch(batch, lo: int, hi: int):
-    """Rows ``[lo, hi)`` of a batch dataclass (every field is a list or a tensor of rows)."""
-    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[lo:hi] for f in dataclasses.fields(batch)})
+    """Rows ``[lo, hi)`` of a batch dataclass (every field is a list or a tensor of rows, but ``rows``,
+    the span of a global batch a rank read alone, which the part drops)."""
+    return dataclasses.replace(batch, **{f.name: None if f.name == "rows" else getattr(batch, f.name)[lo:hi]
+                                         for f in dataclasses.fields(batch)})
 
 
 @dataclass
@@ -193,14 +196,19 @@ class Replica:
         if self.world_size == 1 and self.accumulation == 1:
             yield batch, torch.Generator().manual_seed(seed), 1.0, True
             return
-        total = len(batch.prompts)
+        span = getattr(batch, "rows", None)  # (lo, hi, total): the batch is this rank's rows only
+        total = span[2] if span else len(batch.prompts)
         per = self.world_size * self.accumulation
         if total % per:
             raise ValueError(f"the global batch ({total}) must be divisible by processes × accumulation ({per})")
         local, micro = total // self.world_size, total // per
+        if span and (span[0], span[1]) != (self.rank * local, (self.rank + 1) * local):
+            raise ValueError(f"rank {self.rank} read rows {span[:2]} of the global batch; its share is "
+                             f"{(self.rank * local, (self.rank + 1) * local)}")
+        base = span[0] if span else 0
         for k in range(self.accumulation):
             lo = self.rank * local + k * micro
-            yield (slice_batch(batch, lo, lo + micro), ShardGenerator.rows(seed, lo, lo + micro, total),
+            yield (slice_batch(batch, lo - base, lo - base + micro), ShardGenerator.rows(seed, lo, lo + micro, total),
                    1.0 / self.accumulation, k == self.accumulation - 1)
 
     def call(self, fn: Callable, *args):
