@@ -9,7 +9,7 @@ With ``--data DIR`` (any teacher) the batches stream from a folder of latents in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,7 +25,7 @@ class Batch:
     text: torch.Tensor
     # (lo, hi, total): the batch holds only rows [lo, hi) of a global batch of `total` (one rank's
     # share, read alone: tmd_bench.dataset.ShardBatches under torchrun); None: the whole global batch
-    rows: tuple[int, int, int] | None = None
+    rows: tuple[int, int, int] | None = field(default=None, kw_only=True)  # keyword-only: subclasses add fields
 
 
 class WorldBatches:
