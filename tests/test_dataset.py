@@ -208,3 +208,27 @@ def test_unusable_data_is_a_clear_error(wan_teacher_dir, shapes_teacher_dir, sma
         dataset.open_for(wan(wan_teacher_dir), bad, 2)
     with pytest.raises(dataset.DataError, match="no index.json"):
         dataset.open_for(wan(wan_teacher_dir), tmp_path / "nothing", 2)
+
+
+def test_generate_on_two_processes_writes_the_same_shards(shapes_teacher_dir, tmp_path):
+    """`--nproc 2`: rank r writes shards r, r + 2, …; the folder equals a single-process one."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "p.txt").write_text("a small red circle moving left on a black background\n"
+                                    "two large blue squares moving up on a navy background\n")
+    args = ["data", "generate", "--teacher-path", str(shapes_teacher_dir), "--prompts", str(tmp_path / "p.txt"),
+            "--per-prompt", "3", "--steps", "1", "--shard-size", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tmd_bench", *args, "--out", str(tmp_path / "two"), "--nproc", "2"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0, r.output
+    one, two = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("one", "two"))
+    tail = " --steps 1 --solver euler --per-prompt 3 --shard-size 2 --batch-size 8 --seed 0"  # no --nproc
+    assert one.pop("command").endswith("/one" + tail) and two.pop("command").endswith("/two" + tail)
+    assert one == two and one["complete"] and len(one["shards"]) == 3
+    for s in one["shards"]:
+        assert (tmp_path / "one" / s["file"]).read_bytes() == (tmp_path / "two" / s["file"]).read_bytes()
