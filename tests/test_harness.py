@@ -50,3 +50,15 @@ def test_latency_stages_add_up(shapes_teacher):
 def test_unknown_solver_is_an_error(shapes_teacher):
     with pytest.raises(ValueError, match="unknown solver"):
         harness.teacher_method(shapes_teacher, "heun")
+
+
+def test_bench_tmd_measures_positive_times_and_the_declared_effective_nfe():
+    """The benchmark prints figures (never asserted against a target); here only that it measures."""
+    from conftest import tiny_shapes_teacher
+
+    from tmd_bench.bench import bench_tmd
+
+    r = bench_tmd(tiny_shapes_teacher(), head_blocks=1, batch_size=2, warmup=0, repeats=1, sampler_batch=2)
+    assert r.sampler_batch == 2 and r.effective_nfe == 2 * (1 + (2 - 1) * 1 / r.blocks)
+    assert min(r.student_update_rollout_s, r.student_update_no_rollout_s, r.teacher_forward_s, r.sampler_s) > 0
+    assert dict(r.rows())["configuration"].startswith("M2-N2H1")

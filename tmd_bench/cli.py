@@ -342,6 +342,7 @@ def bench_tmd(
     frames: Optional[int] = typer.Option(None), height: Optional[int] = typer.Option(None),
     width: Optional[int] = typer.Option(None),
     repeats: int = typer.Option(5), warmup: int = typer.Option(2),
+    sampler_batch: int = typer.Option(1, help="Clips per sampler call for the overhead figure."),
     device: str = typer.Option("cuda" if _cuda() else "cpu"),
 ):
     """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5)."""
@@ -361,7 +362,7 @@ def bench_tmd(
     if size:
         t.spec = replace(t.spec, **size)
     h = head_blocks or (2 if t.num_blocks < 16 else 5)
-    result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats)
+    result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats, sampler_batch)
     table = Table(title=f"tmd-bench bench tmd — {teacher}{' (random weights)' if random_weights else ''} on {device}")
     table.add_column("what")
     table.add_column("measured")
