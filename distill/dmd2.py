@@ -28,7 +28,7 @@ class DMD2Config:
     batch_size: int = 16
     seed: int = 0
     grad_clip: float = 1.0
-    iterations: int = 600
+    iterations: int = 1000  # as TMD stage 2 (same critic/generator schedule): a matched budget
     lr: float = 1e-4
     teacher_guidance: float = 4.0  # Wan: 5
     gan_weight: float = 0.03

@@ -42,7 +42,7 @@ class TMDTrainConfig:
     text_dropout: float = 0.1
     norm_c: float = 1.0  # adaptive-loss constant c = norm_c · d (1.3B: 1, 14B: 1e-5)
     # stage 2: DMD2-v with rollout (§8)
-    stage2_iterations: int = 600
+    stage2_iterations: int = 1000  # measured on the shapes teacher: M2 all-correct 77% at 200, 78% at 300, 85% at 600
     stage2_lr: float = 1e-4
     teacher_guidance: float = 4.0  # CFG of the teacher's x0 in the VSD target (Wan: 5)
     gan_weight: float = 0.03

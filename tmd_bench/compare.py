@@ -69,7 +69,8 @@ def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list
     ev: list = []
     s = {k: Path(v) for k, v in students.items()}
     if "tmd-M2" in s:
-        ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {}))
+        # without a dedicated M = 1 student, the M = 2 student also samples at M = 1 (one 1 → 0 step, untrained)
+        ev.append((["tmd"], [2] if "tmd-M1" in s else [1, 2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {}))
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {"inner_steps": 1}))
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage1" / "student")}, {"tag": "stage1"}))
     if "tmd-M1" in s:

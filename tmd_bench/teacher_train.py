@@ -170,7 +170,9 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig, resume: bool = False
 def training_record(cfg: TeacherTrainConfig, step: int, elapsed: float) -> dict:
     return {"steps": step, "wall_time_s": round(elapsed, 1), "config": asdict(cfg),
             "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-            "torch": torch.__version__, "command": f"tmd-bench teacher train --steps {step} --export"}
+            "torch": torch.__version__, "command": f"tmd-bench teacher train --steps {step}"
+            + (f" --decay-from {cfg.decay_from} --final-lr-ratio {cfg.final_lr_ratio}" if cfg.decay_from else "")
+            + " --export"}
 
 
 def export_ema(teacher: Teacher, ema: list[torch.Tensor], folder: Path, meta: dict) -> Path:
