@@ -87,6 +87,8 @@ def test_report_in_a_real_headless_browser(two_runs, tmp_path):
         box = page.locator("svg.pareto").first.bounding_box()
         assert box["width"] > 300 and box["height"] > 200
         assert page.locator("svg.pareto g.on-front").count() >= 2
+        legend = page.locator("svg.pareto").first.text_content()  # every method on the one plot, in its legend
+        assert "teacher-euler" in legend and "teacher-unipc" in legend
         # the escaped prompt is visible as text, and sorting by a column reorders the rows
         assert "<script>alert('pwned')</script> a cat" in page.locator("table.samples").first.inner_text()
         header = page.locator("table.sortable th", has_text="latency_total_s")
