@@ -101,13 +101,14 @@ class MetricsLog:
         self.columns: list[str] | None = None
         if self.path.exists():
             lines = self.path.read_text().splitlines()
-            if lines:
-                self.columns = lines[0].split(",")
-                if resume_step is not None:  # forget what happened after the checkpoint
-                    kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= resume_step]
-                    self.path.write_text("\n".join(kept) + "\n")
-            elif resume_step is None:
+            if resume_step is None or not lines:
+                # a fresh run: rows left by a run that stopped before its first checkpoint are not its own
                 self.path.unlink()
+            else:
+                self.columns = lines[0].split(",")
+                # forget what happened after the checkpoint
+                kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= resume_step]
+                self.path.write_text("\n".join(kept) + "\n")
 
     def append(self, row: dict) -> None:
         if self.columns is None:
