@@ -216,7 +216,27 @@ def test_demo_runs_on_the_shipped_teacher(tmp_path):
     assert (SHAPES_TEACHER_DIR / "training_log.csv").is_file()
     r = run("demo", "--limit", "2", "--out", tmp_path / "demo")
     assert r.exit_code == 0, r.output
-    df = pd.read_csv(tmp_path / "demo" / "teacher" / "results.csv")
-    assert list(df["row_id"]) == ["teacher-euler-s1", "teacher-euler-s2", "teacher-euler-s4", "teacher-euler-s8",
-                                  "teacher-euler-s50", "teacher-unipc-s2", "teacher-unipc-s4", "teacher-unipc-s8"]
+    df = pd.read_csv(tmp_path / "demo" / "eval" / "results.csv")
+    assert list(df["row_id"])[:8] == ["teacher-euler-s1", "teacher-euler-s2", "teacher-euler-s4", "teacher-euler-s8",
+                                      "teacher-euler-s50", "teacher-unipc-s2", "teacher-unipc-s4", "teacher-unipc-s8"]
     assert (tmp_path / "demo" / "report" / "report.html").is_file() and "report:" in r.output
+    # the shipped students sit beside the teacher, with counted NFE equal to the declared one
+    from tmd_bench.compare import SHIPPED_STUDENTS, plan, student_evaluations
+
+    shipped = {e.name: SHIPPED_STUDENTS / e.name for e in plan("shapes") if (SHIPPED_STUDENTS / e.name).is_dir()}
+    students = df[~df["method"].str.startswith("teacher")]
+    assert set(students["method"]) == {m for ev in student_evaluations(shipped) for m in ev[0]}
+    assert (students["nfe"] == students["nfe_counted"]).all()
+
+
+def test_shipped_students_were_distilled_from_the_shipped_teacher():
+    import json
+
+    from tmd_bench.compare import SHIPPED_STUDENTS
+    from tmd_bench.teachers import load_teacher
+
+    teacher_hash = load_teacher("shapes").checkpoint_hash()
+    for prov in SHIPPED_STUDENTS.glob("*/provenance.json"):
+        meta = json.loads(prov.read_text())
+        assert meta["teacher_sha256"] == teacher_hash, f"{prov.parent.name} was distilled from another teacher"
+        assert meta["command"].startswith("tmd-bench compare")

@@ -119,7 +119,10 @@ def export_students(out: str | Path, dest: Path = SHIPPED_STUDENTS, names: list[
             lines = log.read_text().strip().splitlines()
             if len(lines) > 1 and "elapsed_s" in lines[0]:
                 wall[str(log.parent.relative_to(root))] = float(lines[-1].split(",")[lines[0].split(",").index("elapsed_s")])
+        used = {Path(c).resolve() for ev in student_evaluations({entry.name: root}) for c in ev[2].values()}
         for folder in student_folders(root):
+            if folder.resolve() not in used:  # e.g. DMD2-v's KD warm-up student: not evaluated, not shipped
+                continue
             rel = folder.relative_to(root)
             for f in folder.rglob("*"):
                 if f.is_dir():
