@@ -100,7 +100,7 @@ def test_encode_a_folder_of_captioned_videos_and_tensors(wan_teacher_dir, tmp_pa
     gif_frames = (rng.random((6, 40, 48, 3)) * 255).astype(np.uint8)  # resized to cover 32×32, centre-cropped
     _gif(vids / "a.gif", gif_frames)
     (vids / "a.txt").write_text("a cat sitting\n")
-    torch.save(torch.from_numpy((rng.random((5, 32, 32, 3)) * 255).astype(np.uint8)), vids / "b.pt")
+    save_file({"frames": torch.from_numpy((rng.random((5, 32, 32, 3)) * 255).astype(np.uint8))}, str(vids / "b.safetensors"))
     (vids / "b.txt").write_text("a dog running")
     save_file({"video": torch.rand(3, 7, 32, 32) * 2 - 1}, str(vids / "c.safetensors"))
     (vids / "c.txt").write_text("a red field")
@@ -115,19 +115,19 @@ def test_encode_a_folder_of_captioned_videos_and_tensors(wan_teacher_dir, tmp_pa
     assert prompts == ["a cat sitting", "a dog running", "a red field"]
     teacher = wan(wan_teacher_dir)
     assert dataset.read_video(vids / "a.gif").shape == (3, 6, 40, 48)
-    for i, name in enumerate(["a.gif", "b.pt", "c.safetensors"]):
+    for i, name in enumerate(["a.gif", "b.safetensors", "c.safetensors"]):
         clip = dataset.fit_video(dataset.read_video(vids / name), 5, 32, 32)
         torch.testing.assert_close(latents[i:i + 1], teacher.encode(clip.unsqueeze(0)))
         torch.testing.assert_close(text[i:i + 1], teacher.encode_text([prompts[i]]), rtol=0, atol=0)
     # the other caption convention, and errors that say what to fix
-    (vids / "captions.jsonl").write_text(json.dumps({"video": "b.pt", "caption": "a blue cat"}) + "\n")
-    assert dataset.list_videos(vids) == [(vids / "b.pt", "a blue cat")]
+    (vids / "captions.jsonl").write_text(json.dumps({"video": "b.safetensors", "caption": "a blue cat"}) + "\n")
+    assert dataset.list_videos(vids) == [(vids / "b.safetensors", "a blue cat")]
     (vids / "captions.jsonl").unlink()
     (vids / "c.txt").unlink()
     with pytest.raises(dataset.DataError, match="c.safetensors has no caption"):
         dataset.list_videos(vids)
     with pytest.raises(dataset.DataError, match="fewer than --frames 9"):
-        dataset.fit_video(dataset.read_video(vids / "b.pt"), 9, 32, 32, name="b.pt")
+        dataset.fit_video(dataset.read_video(vids / "b.safetensors"), 9, 32, 32, name="b.safetensors")
     try:
         import av  # noqa: F401
     except ImportError:

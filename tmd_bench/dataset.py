@@ -47,7 +47,7 @@ from tmd_bench.teachers import Teacher, weights_hash
 
 FORMAT = "tmd-bench-latents/1"
 INDEX = "index.json"
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp", ".pt", ".safetensors")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp", ".safetensors")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -259,24 +259,21 @@ def list_videos(folder: str | Path) -> list[tuple[Path, str]]:
 def read_video(path: str | Path) -> torch.Tensor:
     """A video as float ``(3, F, H, W)`` in [−1, 1].
 
-    - ``.pt`` / ``.safetensors``: a tensor (``.safetensors``: key ``video``, or its only tensor),
+    - ``.safetensors``: a tensor (key ``video``, or the file's only tensor) — not ``.pt``: nothing the
+      toolkit reads is unpickled,
       uint8 ``(F, H, W, 3)`` (torchvision's ``read_video`` layout) or float ``(3, F, H, W)`` in [−1, 1];
     - ``.gif`` / ``.webp``: the animation's frames, read with Pillow;
     - ``.mp4``, ``.webm``, ``.mov``, ``.mkv``, ``.avi``: decoded with PyAV (``pip install av``), when installed.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".pt", ".safetensors"):
-        if suffix == ".pt":
-            t = torch.load(path, map_location="cpu", weights_only=True)
-            t = t["video"] if isinstance(t, dict) else t
-        else:
-            from safetensors.torch import load_file
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            d = load_file(str(path))
-            if "video" not in d and len(d) != 1:
-                raise DataError(f"{path}: a .safetensors video holds one tensor or a tensor named 'video'")
-            t = d["video"] if "video" in d else next(iter(d.values()))
+        d = load_file(str(path))
+        if "video" not in d and len(d) != 1:
+            raise DataError(f"{path}: a .safetensors video holds one tensor or a tensor named 'video'")
+        t = d["video"] if "video" in d else next(iter(d.values()))
         if not torch.is_tensor(t) or t.ndim != 4:
             raise DataError(f"{path}: expected a 4-d tensor, uint8 (F, H, W, 3) or float (3, F, H, W)")
         if t.dtype == torch.uint8:
@@ -297,7 +294,7 @@ def read_video(path: str | Path) -> torch.Tensor:
         import av
     except ImportError:
         raise DataError(f"{path}: reading {suffix} needs PyAV (pip install av), which is not installed; "
-                        "or convert the videos to .gif or to .pt/.safetensors frame tensors") from None
+                        "or convert the videos to .gif or to .safetensors frame tensors") from None
     import numpy as np
 
     with av.open(str(path)) as container:
