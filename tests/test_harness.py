@@ -62,3 +62,39 @@ def test_bench_tmd_measures_positive_times_and_the_declared_effective_nfe():
     assert r.sampler_batch == 2 and r.effective_nfe == 2 * (1 + (2 - 1) * 1 / r.blocks)
     assert min(r.student_update_rollout_s, r.student_update_no_rollout_s, r.teacher_forward_s, r.sampler_s) > 0
     assert dict(r.rows())["configuration"].startswith("M2-N2H1")
+
+
+def test_bench_latency_counts_every_plan_row_on_a_wan_checkpoint(wan_teacher_dir, tmp_path):
+    """`bench latency` through the CLI on the tiny Wan checkpoint (VAE decode included): counted NFE and
+    executed blocks equal the declared ones for the teacher, DMD2-v and TMD."""
+    from dataclasses import replace
+
+    import pandas as pd
+    from tmd_bench.reports.html import build_report
+    from typer.testing import CliRunner
+
+    from tmd_bench.bench import bench_latency
+    from tmd_bench.cli import app
+    from tmd_bench.teachers import load_teacher
+
+    teacher = load_teacher("wan2.1-1.3b", wan_teacher_dir)
+    teacher.spec = replace(teacher.spec, frames=5, height=32, width=32)
+    rows = bench_latency(teacher, plan=(("teacher-euler", 2, None), ("dmd2", 2, None), ("tmd", 2, 2)),
+                         warmup=0, repeats=1)
+    by = {r["row_id"]: r for r in rows}
+    assert set(by) == {"teacher-euler-s2", "dmd2-s2", "tmd-M2-N2H1"}
+    for r in rows:
+        assert r["nfe_counted"] == r["nfe"] and r["effective_nfe"] == pytest.approx(r["effective_nfe_declared"])
+        assert r["latency_decode_s"] > 0 and r["latency_total_s"] >= r["latency_denoise_s"]
+    assert by["teacher-euler-s2"]["nfe"] == 4 and by["tmd-M2-N2H1"]["effective_nfe"] == pytest.approx(2 * 5 / 4)
+    r = CliRunner().invoke(app, ["bench", "latency", "--teacher", "wan2.1-1.3b", "--teacher-path", str(wan_teacher_dir),
+                                 "--frames", "5", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0",
+                                 "--out", str(tmp_path / "lat")])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "lat" / "results.csv")
+    assert list(df["row_id"]) == ["teacher-euler-s50", "dmd2-s4", "dmd2-s2", "dmd2-s1", "tmd-M2-N2H1", "tmd-M1-N2H1"]
+    assert (df["nfe"] == df["nfe_counted"]).all()
+    from tmd_bench.reports.html import ReportError
+
+    with pytest.raises(ReportError, match="quality metric"):  # timing rows alone have no quality axis to plot
+        build_report([tmp_path / "lat"], tmp_path / "rep")

@@ -371,6 +371,58 @@ def bench_tmd(
     out_console.print(table)
 
 
+@bench_app.command("latency")
+@user_errors
+def bench_latency(
+    teacher: str = typer.Option("shapes", help="Teacher id."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
+    random_weights: bool = typer.Option(False, help="Wan teachers: exact architecture and a Wan2.1-config VAE, "
+                                        "random weights (no download; bf16 on a GPU)."),
+    head_blocks: Optional[int] = typer.Option(None, help="TMD head blocks H (default: 5 for Wan, L/4 otherwise)."),
+    frames: Optional[int] = typer.Option(None), height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    repeats: int = typer.Option(3), warmup: int = typer.Option(1),
+    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    out: Path = typer.Option(Path("runs/bench-latency"), help="Folder for results.csv (merge with `tmd-bench report`)."),
+):
+    """Latency per stage of the teacher (50 steps, CFG), DMD2-v at 4/2/1 and TMD M2/M1-N2, counted NFE."""
+    from dataclasses import replace
+
+    import pandas as pd
+    import torch
+    from rich.table import Table
+
+    from tmd_bench.bench import bench_latency as run_bench
+    from tmd_bench.evaluate import prepare_out, write_results
+    from tmd_bench.teachers import WanCodec, load_teacher, random_wan_teacher
+
+    out = prepare_out(out)
+    if random_weights:
+        from diffusers import AutoencoderKLWan
+
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        t = random_wan_teacher(teacher, device=device, dtype=dtype)
+        with torch.device(device):
+            t.codec = WanCodec(AutoencoderKLWan().to(dtype).eval().requires_grad_(False))  # Wan2.1's VAE config
+    else:
+        t = load_teacher(teacher, teacher_path, device=device)
+    size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v}
+    if size:
+        t.spec = replace(t.spec, **size)
+    rows = run_bench(t, head_blocks=head_blocks, warmup=warmup, repeats=repeats)
+    write_results(rows, out / "results.csv")
+    df = pd.DataFrame(rows)
+    cols = ["row_id", "nfe_counted", "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
+            "latency_total_s", "peak_memory_mb"]
+    table = Table(title=f"tmd-bench bench latency — {teacher}{' (random weights)' if random_weights else ''} on {device}")
+    for c in cols:
+        table.add_column(c)
+    for _, r in df[cols].iterrows():
+        table.add_row(*[str(r[c]) if isinstance(r[c], str) else f"{r[c]:.4g}" for c in cols])
+    out_console.print(table)
+    out_console.print(f"results: {out / 'results.csv'}")
+
+
 @teacher_app.command("list")
 def teacher_list():
     """List the known teachers and where their files come from."""
