@@ -119,7 +119,7 @@ def bench_latency(teacher: Teacher, plan=LATENCY_PLAN, head_blocks: int | None =
     Students are untrained (the teacher's weights, and for TMD a zero-initialised fusion): speed does
     not depend on what the weights learned, so this needs no checkpoint and no download."""
     from tmd_bench.distill.dmd2 import FullStudent, full_student_method
-    from tmd_bench.distill.tmd import TMDConfig, TMDStudent, effective_nfe, tmd_method
+    from tmd_bench.distill.tmd import TMDConfig, TMDStudent, tmd_method
     from tmd_bench.harness import Counter, measure_latency, teacher_method
 
     h = head_blocks or (5 if teacher.num_blocks >= 16 else max(1, teacher.num_blocks // 4))
@@ -129,28 +129,25 @@ def bench_latency(teacher: Teacher, plan=LATENCY_PLAN, head_blocks: int | None =
         extra: dict = {}
         if name.startswith("teacher-"):
             method = teacher_method(teacher, name.split("-", 1)[1])
-            declared = 2 * steps if teacher.spec.guidance and teacher.spec.guidance != 1 else steps
-            eff_declared = float(declared)
             row_id = f"{name}-s{steps}"
         elif name == "dmd2":
             student = FullStudent(teacher.transformer, "dmd2", {"steps": steps, "shift": None})
             method = full_student_method(student, "dmd2")
-            declared, eff_declared, row_id = steps, float(steps), f"dmd2-s{steps}"
+            row_id = f"dmd2-s{steps}"
         elif name == "tmd":
             cfg = TMDConfig(steps, inner, h)
             student = TMDStudent(teacher.transformer, cfg).to(teacher.device, dtype).eval().requires_grad_(False)
             method = tmd_method(student)
-            declared, eff_declared = steps, effective_nfe(steps, inner, h, teacher.num_blocks)
             row_id, extra = f"tmd-{cfg.label}", {"inner_steps": inner, "head_blocks": h}
         else:
             raise ValueError(f"bench latency knows teacher-<solver>, dmd2 and tmd, not {name!r}")
         with torch.no_grad(), Counter(method.network, method.blocks) as count:
             lat = measure_latency(method, teacher, prompt, 0, steps, warmup=warmup, repeats=repeats)
         runs = warmup + repeats
-        rows.append({"row_id": row_id, "method": name, "steps": steps, **extra, "nfe": declared,
+        rows.append({"row_id": row_id, "method": name, "steps": steps, **extra, "nfe": method.declared_nfe(steps),
                      "nfe_counted": count.network_rows / runs,
                      "effective_nfe": count.block_rows / (len(method.blocks) * runs),
-                     "effective_nfe_declared": eff_declared, **lat.columns(teacher.spec.frames),
+                     "effective_nfe_declared": method.declared_effective_nfe(steps), **lat.columns(teacher.spec.frames),
                      "teacher": teacher.name, "random_weights": bool(teacher.meta.get("random_weights")),
                      "weights": "untrained students (timing only)", "device": str(teacher.device),
                      "dtype": str(dtype).replace("torch.", ""), "frames": teacher.spec.frames,

@@ -346,7 +346,6 @@ def bench_tmd(
     device: str = typer.Option("cuda" if _cuda() else "cpu"),
 ):
     """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5)."""
-    from dataclasses import replace
 
     import torch
     from rich.table import Table
@@ -358,9 +357,7 @@ def bench_tmd(
         t = random_wan_teacher(teacher, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
     else:
         t = load_teacher(teacher, teacher_path, device=device)
-    size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v}
-    if size:
-        t.spec = replace(t.spec, **size)
+    t = _resize(t, frames, height, width)
     h = head_blocks or (2 if t.num_blocks < 16 else 5)
     result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats, sampler_batch)
     table = Table(title=f"tmd-bench bench tmd — {teacher}{' (random weights)' if random_weights else ''} on {device}")
@@ -386,7 +383,6 @@ def bench_latency(
     out: Path = typer.Option(Path("runs/bench-latency"), help="Folder for results.csv (merge with `tmd-bench report`)."),
 ):
     """Latency per stage of the teacher (50 steps, CFG), DMD2-v at 4/2/1 and TMD M2/M1-N2, counted NFE."""
-    from dataclasses import replace
 
     import pandas as pd
     import torch
@@ -406,9 +402,7 @@ def bench_latency(
             t.codec = WanCodec(AutoencoderKLWan().to(dtype).eval().requires_grad_(False))  # Wan2.1's VAE config
     else:
         t = load_teacher(teacher, teacher_path, device=device)
-    size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v}
-    if size:
-        t.spec = replace(t.spec, **size)
+    t = _resize(t, frames, height, width)
     rows = run_bench(t, head_blocks=head_blocks, warmup=warmup, repeats=repeats)
     write_results(rows, out / "results.csv")
     df = pd.DataFrame(rows)
@@ -493,15 +487,19 @@ def _command(words: str, params: dict) -> str:
 
 
 def _data_teacher(teacher, teacher_path, device, dtype, frames, height, width):
-    from dataclasses import replace
-
     from tmd_bench.dataset import DTYPES
     from tmd_bench.teachers import load_teacher
 
     dtype = dtype or ("bfloat16" if device.startswith("cuda") and teacher != "shapes" else "float32")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    t = load_teacher(teacher, teacher_path, device=device, dtype=DTYPES[dtype])
+    return _resize(load_teacher(teacher, teacher_path, device=device, dtype=DTYPES[dtype]), frames, height, width)
+
+
+def _resize(t, frames: int | None, height: int | None, width: int | None):
+    """Override the teacher's video size with the given --frames/--height/--width (each ≥ 1)."""
+    from dataclasses import replace
+
     size = {k: v for k, v in (("frames", frames), ("height", height), ("width", width)) if v is not None}
     for k, v in size.items():
         if v < 1:
@@ -564,7 +562,7 @@ def data_encode(
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout, with vae/ for Wan)."),
     videos: Path = typer.Option(..., help="Folder of videos with captions: captions.jsonl ({\"video\": \"a.mp4\", "
                                 "\"caption\": \"…\"} per line) or a.txt beside a.mp4. Videos: .gif/.webp (Pillow), "
-                                ".pt/.safetensors frame tensors, .mp4/.webm/.mov/.mkv/.avi with PyAV installed."),
+                                ".safetensors frame tensors, .mp4/.webm/.mov/.mkv/.avi with PyAV installed."),
     out: Path = typer.Option(..., help="Data folder (index.json, shard-NNNNN.safetensors); re-run to resume."),
     frames: Optional[int] = typer.Option(None, help="Frames kept from each video's start (Wan: 4k + 1)."),
     height: Optional[int] = typer.Option(None, help="Height (videos are resized to cover it and centre-cropped)."),

@@ -59,6 +59,19 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.safetensors"
 
 
+def _identity(teacher: Teacher, kind: str, **video) -> dict:
+    """What a data folder's index records of its teacher and shapes (shared by generate and encode)."""
+    spec = teacher.spec
+    return {
+        "kind": kind,
+        "teacher": {"name": teacher.name, "hashes": teacher_hashes(teacher)},
+        "latent_shape": list(teacher.latent_shape(1)[1:]),
+        "text_shape": [spec.max_sequence_length, teacher.transformer.config.text_dim],
+        "dtype": _dtype_name(teacher.dtype),
+        "video": {"frames": spec.frames, "height": spec.height, "width": spec.width, **video},
+    }
+
+
 def teacher_hashes(teacher: Teacher) -> dict[str, str]:
     """Hashes of the files the data depends on: the transformer (samples), the text encoder (the
     embeddings) and the VAE (the latent space); ``unsaved`` for a teacher built in memory."""
@@ -186,12 +199,7 @@ def generate(teacher: Teacher, prompts: list[str], out: str | Path, *, steps: in
     sampler = method.config(steps)
     spec = teacher.spec
     identity = {
-        "kind": "generated",
-        "teacher": {"name": teacher.name, "hashes": teacher_hashes(teacher)},
-        "latent_shape": list(teacher.latent_shape(1)[1:]),
-        "text_shape": [spec.max_sequence_length, teacher.transformer.config.text_dim],
-        "dtype": _dtype_name(teacher.dtype),
-        "video": {"frames": spec.frames, "height": spec.height, "width": spec.width},
+        **_identity(teacher, "generated"),
         "sampler": sampler,
         "negative_prompt": spec.negative_prompt,
         "prompts": {"count": len(prompts), "sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]},
@@ -334,12 +342,7 @@ def encode(teacher: Teacher, videos: str | Path, out: str | Path, *, shard_size:
         raise DataError(f"--frames must be {st}k + 1 for this teacher's VAE, got {spec.frames}")
     listing = [(p.relative_to(Path(videos)).as_posix(), p.stat().st_size, c) for p, c in pairs]
     identity = {
-        "kind": "encoded",
-        "teacher": {"name": teacher.name, "hashes": teacher_hashes(teacher)},
-        "latent_shape": list(teacher.latent_shape(1)[1:]),
-        "text_shape": [spec.max_sequence_length, teacher.transformer.config.text_dim],
-        "dtype": _dtype_name(teacher.dtype),
-        "video": {"frames": spec.frames, "height": spec.height, "width": spec.width, "frame_stride": frame_stride},
+        **_identity(teacher, "encoded", frame_stride=frame_stride),
         "sources": {"count": len(pairs), "sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]},
         "shard_size": shard_size,
     }
