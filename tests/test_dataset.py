@@ -126,6 +126,10 @@ def test_encode_a_folder_of_captioned_videos_and_tensors(wan_teacher_dir, tmp_pa
     (vids / "c.txt").unlink()
     with pytest.raises(dataset.DataError, match="c.safetensors has no caption"):
         dataset.list_videos(vids)
+    (vids / "e.pt").write_bytes(b"")
+    with pytest.raises(dataset.DataError, match=r"\.pt is not a video format.*never does"):
+        dataset.read_video(vids / "e.pt")
+    (vids / "e.pt").unlink()
     with pytest.raises(dataset.DataError, match="fewer than --frames 9"):
         dataset.fit_video(dataset.read_video(vids / "b.safetensors"), 9, 32, 32, name="b.safetensors")
     try:

@@ -298,6 +298,10 @@ def read_video(path: str | Path) -> torch.Tensor:
         with Image.open(path) as im:
             frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
         return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1
+    if suffix not in VIDEO_SUFFIXES:
+        why = " (.pt would need unpickling, which tmd-bench never does)" if suffix == ".pt" else ""
+        raise DataError(f"{path}: {suffix or 'no suffix'} is not a video format tmd-bench reads{why}; "
+                        f"use one of {', '.join(VIDEO_SUFFIXES)}")
     try:
         import av
     except ImportError:
