@@ -80,8 +80,13 @@ class FusionBlock(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, m: torch.Tensor, e: torch.Tensor, temb_s: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.modulation(nn.functional.silu(temb_s)).unsqueeze(1).chunk(3, dim=-1)
+    def modulate(self, temb_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(shift, scale, gate), each ``(B, 1, D)``: depends on s only, so a sampler computes it once."""
+        return self.modulation(nn.functional.silu(temb_s)).unsqueeze(1).chunk(3, dim=-1)
+
+    def forward(self, m: torch.Tensor, e: torch.Tensor, temb_s: torch.Tensor | None = None,
+                mod: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        shift, scale, gate = self.modulate(temb_s) if mod is None else mod
         h = e + gate * self.mlp(self.norm(e) * (1 + scale) + shift)
         return m + torch.sigmoid(self.alpha) * self.out(h)
 
@@ -112,6 +117,20 @@ class Features:
     grid: tuple[int, int, int]
 
 
+@dataclass
+class HeadTime:
+    """The head's conditioning at one inner step (s, r): a function of (s, r) alone, so the sampler
+    computes it once per inner-grid point and reuses it at every outer step and for every clip."""
+
+    temb: torch.Tensor  # (B, D): Wan's embedding of s plus the (s − r) embedding; output modulation
+    tproj: torch.Tensor  # (B, 6, D): the head blocks' AdaLN modulation
+    fusion: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the fusion block's (shift, scale, gate)
+
+    def expand(self, b: int) -> "HeadTime":
+        return HeadTime(self.temb.expand(b, -1), self.tproj.expand(b, -1, -1),
+                        tuple(v.expand(b, -1, -1) for v in self.fusion))
+
+
 class Backbone(nn.Module):
     """Blocks [0, L − H) with Wan's embeddings. One call = one counted NFE of the TMD sampler."""
 
@@ -119,13 +138,20 @@ class Backbone(nn.Module):
         super().__init__()
         self._student = [student]  # not a submodule: parameters belong to the student
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> Features:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, reuse: Features | None = None) -> Features:
+        """``reuse``: the features of an earlier outer step on the same clips and text: their text
+        projection and rotary embedding are taken instead of recomputed (the sampler's shortcut)."""
         s = self._student[0]
         tr = s.transformer
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        tok = wp.embed(tr, x)
-        cond = wp.condition(tr, t.to(tok.hidden.dtype), text.to(tok.hidden.dtype))
+        if reuse is None:
+            tok = wp.embed(tr, x)
+            cond = wp.condition(tr, t.to(tok.hidden.dtype), text.to(tok.hidden.dtype))
+        else:
+            tok = wp.Tokens(wp.patchify(tr, x), reuse.rotary, reuse.grid)
+            temb = wp.time_embedding(tr, t.to(tok.hidden.dtype), tok.hidden.dtype)
+            cond = wp.Condition(temb, wp.time_projection(tr, temb), reuse.cond.text)
         m = wp.run_blocks(tr, s.backbone_blocks, tok.hidden, cond, tok.rotary)
         return Features(m, cond, tok.rotary, tok.grid)
 
@@ -161,17 +187,25 @@ class TMDStudent(nn.Module):
     def head_blocks(self):
         return self.transformer.blocks[self.split:]
 
-    def head(self, y_s: torch.Tensor, s: torch.Tensor, r: torch.Tensor, feats: Features) -> torch.Tensor:
-        """The flow head's output (the role of the teacher's velocity: predicted ``y1 − y``)."""
+    def head_time(self, s: torch.Tensor, r: torch.Tensor, dtype: torch.dtype) -> HeadTime:
+        """The head's conditioning for times ``s``, ``r`` of shape ``(B,)``."""
         tr = self.transformer
-        b = y_s.shape[0]
-        s, r = s.expand(b) if s.ndim == 0 else s, r.expand(b) if r.ndim == 0 else r
-        dtype = feats.m.dtype
         temb_s = wp.time_embedding(tr, s.to(dtype), dtype)
         temb = temb_s + self.delta_time(s - r, dtype)
-        fused = self.fusion(feats.m, wp.patchify(tr, y_s), temb_s)
-        h = wp.run_blocks(tr, self.head_blocks, fused, feats.cond, feats.rotary, tproj=wp.time_projection(tr, temb))
-        return wp.output(tr, h, temb, feats.grid)
+        return HeadTime(temb, wp.time_projection(tr, temb), self.fusion.modulate(temb_s))
+
+    def head(self, y_s: torch.Tensor, s: torch.Tensor, r: torch.Tensor, feats: Features,
+             time: HeadTime | None = None) -> torch.Tensor:
+        """The flow head's output (the role of the teacher's velocity: predicted ``y1 − y``).
+        ``time``: the precomputed :meth:`head_time` of (s, r), which the sampler caches."""
+        tr = self.transformer
+        b = y_s.shape[0]
+        if time is None:
+            s, r = s.expand(b) if s.ndim == 0 else s, r.expand(b) if r.ndim == 0 else r
+            time = self.head_time(s, r, feats.m.dtype)
+        fused = self.fusion(feats.m, wp.patchify(tr, y_s), mod=time.fusion)
+        h = wp.run_blocks(tr, self.head_blocks, fused, feats.cond, feats.rotary, tproj=time.tproj)
+        return wp.output(tr, h, time.temb, feats.grid)
 
     # -- persistence ---------------------------------------------------------------------------
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
@@ -217,16 +251,25 @@ def inner_step(y: torch.Tensor, y1: torch.Tensor, h: torch.Tensor, s: torch.Tens
     return y - (s - r).to(y.dtype) * (y1 - h)
 
 
-def rollout(student: TMDStudent, feats: Features, y1: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+def rollout(student: TMDStudent, feats: Features, y1: torch.Tensor, inner: torch.Tensor,
+            times: list[HeadTime] | None = None) -> torch.Tensor:
     """The head's N inner steps from ``y = y1`` at ``s_N`` down to ``s_0 = 0``: returns y (≈ x1 − x).
 
-    Differentiable: gradients flow through every inner step into head, fusion and backbone."""
+    Differentiable: gradients flow through every inner step into head, fusion and backbone.
+    ``times``: the head's conditioning per inner step (:func:`head_times`), computed here if absent."""
     y = y1
-    for s, r in zip(inner[:-1], inner[1:]):
+    for i, (s, r) in enumerate(zip(inner[:-1], inner[1:])):
         s32, r32 = s.to(torch.float32).to(y.device), r.to(torch.float32).to(y.device)
-        h = student.head(y, s32, r32, feats)
+        h = student.head(y, s32, r32, feats, None if times is None else times[i])
         y = inner_step(y, y1, h, s32, r32)
     return y
+
+
+def head_times(student: TMDStudent, inner: torch.Tensor, batch: int, device, dtype) -> list[HeadTime]:
+    """:meth:`TMDStudent.head_time` at every (s, r) of the inner grid, computed once for one clip and
+    expanded to ``batch`` (the conditioning does not depend on the clip)."""
+    grid = inner.to(torch.float32).to(device)
+    return [student.head_time(s.view(1), r.view(1), dtype).expand(batch) for s, r in zip(grid[:-1], grid[1:])]
 
 
 def inner_noise(seeds: list[int] | None, outer_index: int, shape, device, dtype, generator=None) -> torch.Tensor:
@@ -240,12 +283,17 @@ def inner_noise(seeds: list[int] | None, outer_index: int, shape, device, dtype,
 @torch.no_grad()
 def sample_tmd(student: TMDStudent, x: torch.Tensor, text: torch.Tensor, outer: torch.Tensor,
                inner: torch.Tensor, seeds: list[int] | None = None) -> torch.Tensor:
-    """Spec §5: for each outer step, one backbone pass, N head steps, one outer update."""
+    """Spec §5: for each outer step, one backbone pass, N head steps, one outer update.
+
+    What does not change between passes is computed once per call: the head's conditioning at each
+    inner-grid point, and (after the first outer step) the text projection and rotary embedding."""
+    feats = None
+    times = head_times(student, inner, x.shape[0], x.device, next(student.parameters()).dtype)
     for i, (t, t_prev) in enumerate(zip(outer[:-1], outer[1:])):
         t32 = t.to(torch.float32).to(x.device)
-        feats = student.backbone(x, t32, text)
+        feats = student.backbone(x, t32, text, reuse=feats)
         y1 = inner_noise(seeds, i, x.shape, x.device, x.dtype)
-        y = rollout(student, feats, y1, inner)
+        y = rollout(student, feats, y1, inner, times)
         x = x - (t - t_prev).to(x.dtype) * y
     return x
 

@@ -60,8 +60,31 @@ def test_bench_tmd_measures_positive_times_and_the_declared_effective_nfe():
 
     r = bench_tmd(tiny_shapes_teacher(), head_blocks=1, batch_size=2, warmup=0, repeats=1, sampler_batch=2)
     assert r.sampler_batch == 2 and r.effective_nfe == 2 * (1 + (2 - 1) * 1 / r.blocks)
-    assert min(r.student_update_rollout_s, r.student_update_no_rollout_s, r.teacher_forward_s, r.sampler_s) > 0
+    assert min(r.student_update_rollout_s, r.student_update_no_rollout_s, r.teacher_forward_s, r.sampler_s,
+               r.fusion_s) > 0
     assert dict(r.rows())["configuration"].startswith("M2-N2H1")
+    # FLOPs: the rollout's extra head pass costs something, and the fusion block is part of what the
+    # sampler adds beyond effective NFE × forward
+    assert r.update_rollout_flops > r.update_no_rollout_flops > 0
+    assert r.sampler_overhead_flops > r.fusion_share_flops > 0
+
+
+def test_bench_tmd_counts_flops_of_a_full_wan_config_on_the_meta_device():
+    """`--device meta`: the Wan2.1-1.3B architecture, no memory, no timing; at Wan's width the fusion
+    block is a small share of a 30-block forward, so the FLOP overhead is small (and all fusion)."""
+    from dataclasses import replace
+
+    from tmd_bench.bench import bench_tmd
+    from tmd_bench.teachers import random_wan_teacher
+
+    t = random_wan_teacher("wan2.1-1.3b", device="meta")
+    t.spec = replace(t.spec, frames=5, height=480, width=832)  # 3,120 tokens (a tiny clip is text-projection bound)
+    r = bench_tmd(t, head_blocks=5, batch_size=1, update=False)
+    assert r.teacher_forward_s is None and r.sampler_overhead is None and r.update_rollout_flops is None
+    assert r.effective_nfe == pytest.approx(2.333, abs=1e-3)
+    assert r.teacher_forward_flops > 5e12
+    assert 0 < r.fusion_share_flops < r.sampler_overhead_flops + 1e-3 < 0.05
+    assert dict(r.rows())["sampler overhead vs eff. NFE × forward, wall / FLOPs"].startswith("— / +")
 
 
 def test_bench_latency_counts_every_plan_row_on_a_wan_checkpoint(wan_teacher_dir, tmp_path):

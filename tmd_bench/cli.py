@@ -343,9 +343,11 @@ def bench_tmd(
     width: Optional[int] = typer.Option(None),
     repeats: int = typer.Option(5), warmup: int = typer.Option(2),
     sampler_batch: int = typer.Option(1, help="Clips per sampler call for the overhead figure."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("cuda" if _cuda() else "cpu", help="cuda, cpu, or meta: FLOPs only, no memory "
+                               "(a full-size Wan config with --random-weights on any machine)."),
+    sampler_only: bool = typer.Option(False, help="Skip the stage-2 update (the rollout figure)."),
 ):
-    """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5)."""
+    """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5), in wall time and FLOPs."""
 
     import torch
     from rich.table import Table
@@ -354,12 +356,15 @@ def bench_tmd(
     from tmd_bench.teachers import load_teacher, random_wan_teacher
 
     if random_weights:
-        t = random_wan_teacher(teacher, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        t = random_wan_teacher(teacher, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+    elif device == "meta":
+        raise typer.BadParameter("--device meta counts FLOPs of an architecture: use it with --random-weights")
     else:
         t = load_teacher(teacher, teacher_path, device=device)
     t = _resize(t, frames, height, width)
     h = head_blocks or (2 if t.num_blocks < 16 else 5)
-    result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats, sampler_batch)
+    result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats, sampler_batch,
+                       update=not sampler_only)
     table = Table(title=f"tmd-bench bench tmd — {teacher}{' (random weights)' if random_weights else ''} on {device}")
     table.add_column("what")
     table.add_column("measured")

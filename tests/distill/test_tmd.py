@@ -67,7 +67,7 @@ def test_rollout_closed_form_with_a_constant_head(teacher, monkeypatch):
     """With head ≡ c, y_r = y_s − (s − r)(y1 − c) telescopes to y_0 = y1 − s_N·(y1 − c)."""
     student = TMDStudent(teacher.transformer, TMDConfig(inner_steps=3, head_blocks=1))
     c = torch.full(teacher.latent_shape(2), 0.7)
-    monkeypatch.setattr(student, "head", lambda y, s, r, feats: c)
+    monkeypatch.setattr(student, "head", lambda y, s, r, feats, time=None: c)
     y1 = torch.randn(teacher.latent_shape(2), generator=torch.Generator().manual_seed(1))
     inner = student.config.inner_grid()
     y0 = tmd.rollout(student, None, y1, inner)
@@ -86,6 +86,31 @@ def test_sampling_is_reproducible_for_a_seed(teacher):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     c = harness.generate(m, teacher, prompts[:1], [7], 2).videos
     assert (a[0] - c[0]).abs().max() > 1e-4
+
+
+def test_cached_sampler_equals_the_plain_composition(teacher):
+    """The sampler computes the head's (s, r) conditioning once and reuses the text projection and
+    rotary embedding across outer steps; it must equal backbone → N heads → outer update recomputed
+    from scratch, with trained-looking (non-zero) fusion and (s − r) weights."""
+    student = TMDStudent(teacher.transformer, TMDConfig(outer_steps=3, inner_steps=2, head_blocks=2))
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in [*student.fusion.parameters(), *student.delta_time.parameters()]:
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    x, text = inputs(teacher)
+    outer, inner = student.config.outer_grid(), student.config.inner_grid()
+    with torch.no_grad():
+        ref = x
+        for i, (t, t_prev) in enumerate(zip(outer[:-1], outer[1:])):
+            feats = student.backbone(ref, t.float(), text)
+            y1 = tmd.inner_noise([3, 4], i, x.shape, x.device, x.dtype)
+            y = y1
+            for s, r in zip(inner[:-1], inner[1:]):
+                y = tmd.inner_step(y, y1, student.head(y, s.float(), r.float(), feats), s.float(), r.float())
+            ref = ref - (t - t_prev).float() * y
+        out = tmd.sample_tmd(student, x, text, outer, inner, [3, 4])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert (out - x).abs().max() > 0.1  # it sampled something
 
 
 @pytest.mark.parametrize("cfg,msg", [(TMDConfig(head_blocks=4), "1 ≤ H < L"), (TMDConfig(head_blocks=0), "1 ≤ H < L"),
