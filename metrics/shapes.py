@@ -115,6 +115,8 @@ def evaluate_clips(videos: torch.Tensor, prompts: list[str]) -> tuple[dict[str, 
                          "all_correct": all(match.values()), **q})
     agg = {f"acc_{a}": float(np.mean([c["correct"][a] for c in per_clip])) for a in world.ATTRIBUTES}
     agg["all_correct"] = float(np.mean([c["all_correct"] for c in per_clip]))
+    # binomial standard error of the rate: what a difference between two rows has to beat
+    agg["all_correct_se"] = float(np.sqrt(agg["all_correct"] * (1 - agg["all_correct"]) / len(per_clip)))
     for k in QUALITY:
         vals = [c[k] for c in per_clip if not np.isnan(c[k])]
         agg[k] = float(np.mean(vals)) if vals else float("nan")

@@ -46,3 +46,15 @@ def test_clean_renders_score_near_one():
     agg, _ = shapes.evaluate_clips(videos, prompts)
     got = shapes.world_scores(agg)
     assert got["world_semantic"] == 1.0 and got["world_total"] > 0.95
+
+
+def test_all_correct_carries_its_standard_error():
+    from tmd_bench import world
+
+    prompts = ["a small red circle moving right on a black background"] * 3 + \
+              ["two large blue squares standing still on a gray background"]
+    videos = world.render_prompts(prompts, [0, 1, 2, 3])
+    videos[0] = 0  # an empty clip reads wrong
+    agg, _ = shapes.evaluate_clips(videos, prompts)
+    assert agg["all_correct"] == 0.75
+    assert agg["all_correct_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
