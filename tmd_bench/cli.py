@@ -160,6 +160,41 @@ def report(
 
 @app.command()
 @user_errors
+def gap(
+    runs: list[Path] = typer.Argument(..., help="Run folders written by `tmd-bench evaluate` (pooled)."),
+    baseline: str = typer.Option(..., help="Row id to compare against, e.g. teacher-euler-s50."),
+    rows: str = typer.Option(..., help="Comma-separated row ids, e.g. tmd-M2-N2H2,tmd-M2-N1H2."),
+    metric: str = typer.Option("all_correct", help="Per-clip column (True/False or a number in [0, 1])."),
+    within: Optional[float] = typer.Option(None, help="Margin X in points: is each row within X of the baseline?"),
+):
+    """Row − baseline in points, paired by (prompt, seed) clip, with its paired standard error and 95% interval."""
+    from rich.table import Table
+
+    from tmd_bench.reports.paired import paired_gap
+
+    chosen = [r.strip() for r in rows.split(",") if r.strip()]
+    results = paired_gap(runs, baseline, chosen, metric=metric, within=within)
+    table = Table(title=f"tmd-bench gap — {metric}, row − {baseline}, paired by (prompt, seed) over {len(runs)} run(s)")
+    for c in ("row", "runs", "paired", "baseline %", "row %", "diff (pts)", "SE (pts)", "95% interval",
+              "unpaired row/base"):
+        table.add_column(c, justify="left" if c == "row" else "right")
+    if within is not None:
+        table.add_column(f"within {within:g} pts")
+    for r in results:
+        cells = [r["row_id"], str(r["runs"]), str(r["paired"]), f"{r['baseline_rate']:.1f}", f"{r['row_rate']:.1f}",
+                 f"{r['diff']:+.1f}", f"{r['se']:.1f}", f"[{r['lo']:+.1f}, {r['hi']:+.1f}]",
+                 f"{r['unpaired_row']}/{r['unpaired_baseline']}"]
+        if within is not None:
+            cells.append(r["within"])
+        table.add_row(*(_escape(c) for c in cells))
+    out_console.print(table)
+    if within is not None:
+        out_console.print(f"yes: the 95% lower bound of row − baseline is ≥ −{within:g}; estimate only: only the "
+                          "point estimate is; no: neither.", highlight=False)
+
+
+@app.command()
+@user_errors
 def distill(
     teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
