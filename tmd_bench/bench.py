@@ -29,26 +29,21 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from tmd_bench.harness import sync
 from tmd_bench.teachers import Teacher
 
 
 def _timed(fn, warmup: int, repeats: int, device: torch.device) -> float:
-    return statistics.median(_times(fn, warmup, repeats, device))
-
-
-def _times(fn, warmup: int, repeats: int, device: torch.device) -> list[float]:
     for _ in range(warmup):
         fn()
-    return [_once(fn, device) for _ in range(repeats)]
+    return statistics.median(_once(fn, device) for _ in range(repeats))
 
 
 def _once(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter() - t0
 
 

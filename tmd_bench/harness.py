@@ -141,7 +141,8 @@ def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[i
     return Generation(torch.cat(out), count.network_rows / n, count.block_rows / (method.num_blocks * n))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere. Timers call it around what they time."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -180,17 +181,17 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
         torch.cuda.reset_peak_memory_stats(device)
     runs = []
     for i in range(warmup + repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         text = teacher.encode_text(prompts)
         negative = teacher.encode_text([teacher.spec.negative_prompt])
-        _sync(device)
+        sync(device)
         t1 = time.perf_counter()
         latents = method.sample(noise_for_seeds(teacher, seeds), text, negative, steps, seeds)
-        _sync(device)
+        sync(device)
         t2 = time.perf_counter()
         teacher.decode(latents)
-        _sync(device)
+        sync(device)
         t3 = time.perf_counter()
         if i >= warmup:
             runs.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
