@@ -19,7 +19,11 @@ import pandas as pd
 from safetensors import safe_open
 from tmd_bench.reports.pareto import pareto_front, scatter_svg
 
-QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score")  # first present is the default y axis
+# The default quality axis: the first of these with a value in some row (Shapes accuracy first; on a
+# real checkpoint, whatever `--metrics` computed). Without any, the report shows speed only.
+QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score", "psnr_teacher", "ssim_teacher",
+                   "fd_clip_teacher", "fd_real")
+LOWER_IS_BETTER = frozenset({"fd_clip_teacher", "fd_real"})  # Fréchet distances: 0 is the reference itself
 
 
 class ReportError(ValueError):
@@ -111,6 +115,7 @@ tr.front td:first-child{font-weight:600}
 .prompt{max-width:220px;text-align:left;font-size:12px}
 pre{background:#f8f8f8;padding:8px;overflow:auto;max-height:400px;font-size:11px}
 .note{color:#666;font-size:12px}
+.note.missing{color:#7a4b00;background:#fff6e0;border:1px solid #f0d9a0;padding:6px 10px;font-size:13px}.note.missing code{white-space:nowrap}
 """
 
 SORT_SCRIPT = """
@@ -131,44 +136,95 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 """
 
 
+def _quality_axis(df: pd.DataFrame, metric: str | None) -> str | None:
+    """The y axis of the plots: ``metric`` when given (a name that is not a column is an error, not a
+    silent speed-only page), else the first of ``QUALITY_METRICS`` with a value, else ``None``: timing
+    rows alone (a Wan checkpoint evaluated without ``--metrics``, ``bench latency``) still get a report."""
+    if metric is None:
+        return next((m for m in QUALITY_METRICS if m in df and df[m].notna().any()), None)
+    if metric not in df:
+        numeric = [c for c in df.select_dtypes("number").columns]
+        raise ReportError(f"quality metric {metric!r} is not in the results; choose one of {numeric}")
+    return metric
+
+
+def _write_csv(df: pd.DataFrame, out: Path) -> Path:
+    """``report.csv``: the merged rows, run cards as paths relative to the report (rows from
+    ``bench latency`` have none)."""
+    csv = df.drop(columns=["label", "run_dir"])
+    if "run_card" in df:
+        csv["run_card"] = [os.path.relpath(Path(d) / c, out) if isinstance(c, str) else c
+                           for d, c in zip(df["run_dir"], df["run_card"])]
+    path = out / "report.csv"
+    csv.to_csv(path, index=False)
+    return path
+
+
+def _speed_quality(df: pd.DataFrame, metric: str) -> list[str]:
+    """The two Pareto plots, quality against latency and against effective NFE."""
+    axis = f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric
+
+    def points(cost: str, front: str) -> list[dict]:
+        return [{"x": float(r[cost]), "y": float(r[metric]), "label": r["label"], "short": r["row_id"],
+                 "group": r["method"], "front": bool(r[front])} for _, r in df.iterrows()]
+
+    return ["<h2>Speed / quality</h2><div class='plots'>",
+            scatter_svg(points("latency_total_s", "pareto_latency"), "latency per clip (s)", axis,
+                        f"{metric} vs latency"),
+            scatter_svg(points("effective_nfe", "pareto_nfe"), "effective NFE (counted)", axis,
+                        f"{metric} vs effective NFE"),
+            "</div>"]
+
+
+def _speed_only(df: pd.DataFrame) -> list[str]:
+    """Instead of the Pareto plots when no run has a quality column: why, how to add one, and latency
+    against effective NFE (the speed view that timing rows alone support)."""
+    points = [{"x": float(r["effective_nfe"]), "y": float(r["latency_total_s"]), "label": r["label"],
+               "short": r["row_id"], "group": r["method"], "front": False} for _, r in df.iterrows()]
+    return ["<h2>Speed</h2><p class='note missing'>No quality metric was computed for these runs, so this "
+            "page shows latency and NFE only (no speed/quality plot, no Pareto front). To add a quality axis, "
+            "evaluate again with <code>--metrics fidelity</code> (PSNR/SSIM against the teacher's 50-step "
+            "samples from the same noise), <code>--metrics clip</code> (CLIP score) or "
+            "<code>--metrics vbench-lite</code>, or merge VBench scores into the run with "
+            "<code>tmd-bench vbench import</code>; the report then picks the axis itself.</p>",
+            "<div class='plots'>",
+            scatter_svg(points, "effective NFE (counted)", "latency per clip (s)", "latency vs effective NFE"),
+            "</div>"]
+
+
 def build_report(runs: list[str | Path], out: str | Path, metric: str | None = None) -> tuple[Path, Path]:
-    """Write ``report.csv`` and ``report.html`` for ``runs`` into ``out``; returns both paths."""
+    """Write ``report.csv`` and ``report.html`` for ``runs`` into ``out``; returns both paths.
+
+    ``metric`` is the quality axis; by default the first of ``QUALITY_METRICS`` the runs have, and with
+    none of them the page shows speed only and says how to add one."""
     df = load_runs(runs)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReportError(f"cannot write to the report folder {out}: {e.strerror or e}") from None
-    metric = metric or next((m for m in QUALITY_METRICS if m in df), None)
-    if metric is None or metric not in df:
-        numeric = [c for c in df.select_dtypes("number").columns]
-        raise ReportError(f"quality metric {metric!r} is not in the results; choose one of {numeric}")
+    metric = _quality_axis(df, metric)
     label = df["run"] + "/" + df["row_id"] if df["run"].nunique() > 1 else df["row_id"]
     df["label"] = label
-    df["pareto_latency"] = pareto_front(df["latency_total_s"].tolist(), df[metric].tolist())
-    df["pareto_nfe"] = pareto_front(df["effective_nfe"].tolist(), df[metric].tolist())
-    csv = df.drop(columns=["label"]).copy()
-    csv["run_card"] = [os.path.relpath(Path(d) / c, out) for d, c in zip(df["run_dir"], df["run_card"])]
-    csv = csv.drop(columns=["run_dir"])
-    csv_path = out / "report.csv"
-    csv.to_csv(csv_path, index=False)
+    if metric is not None:
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # pareto_front wants higher = better
+        better = [sign * float(v) for v in df[metric]]
+        df["pareto_latency"] = pareto_front(df["latency_total_s"].tolist(), better)
+        df["pareto_nfe"] = pareto_front(df["effective_nfe"].tolist(), better)
+    csv_path = _write_csv(df, out)
 
-    def points(cost: str, front: str) -> list[dict]:
-        return [{"x": float(r[cost]), "y": float(r[metric]), "label": r["label"], "short": r["row_id"],
-                 "group": r["method"], "front": bool(r[front])} for _, r in df.iterrows()]
-
-    plot_lat = scatter_svg(points("latency_total_s", "pareto_latency"), "latency per clip (s)", metric,
-                           f"{metric} vs latency")
-    plot_nfe = scatter_svg(points("effective_nfe", "pareto_nfe"), "effective NFE (counted)", metric,
-                           f"{metric} vs effective NFE")
     html = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench report</title>"
             f"<style>{STYLE}</style></head><body>",
             "<h1>tmd-bench report</h1>",
             f"<p class='note'>Runs: {escape(', '.join(sorted(df['run'].unique())))}. Teacher(s): "
-            f"{escape(', '.join(sorted(df['teacher'].astype(str).unique())))}. Quality axis: <b>{escape(metric)}</b>. "
+            f"{escape(', '.join(sorted(df['teacher'].astype(str).unique())))}. Quality axis: "
+            f"<b>{escape(metric) if metric else 'none (no quality metric computed)'}</b>. "
             "NFE is counted by hooks on the network, effective NFE = DiT blocks executed ÷ L; latency is the "
-            "median end-to-end time per clip (text encoding + denoising + decoding) after warm-up.</p>",
-            "<h2>Speed / quality</h2><div class='plots'>", plot_lat, plot_nfe, "</div>"]
+            "median end-to-end time per clip (text encoding + denoising + decoding) after warm-up.</p>"]
+    if metric is not None:
+        html += _speed_quality(df, metric)
+    else:
+        html += _speed_only(df)
 
     shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
                          "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
@@ -180,12 +236,13 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     extra = [c for c in df.columns
              if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown]
     cols = shown + extra
-    html.append("<h2>Results</h2><p class='note'>Click a column to sort. Bold: on the Pareto front "
-                "of quality vs latency.</p><table class='sortable'><thead><tr>")
+    front_note = " Bold: on the Pareto front of quality vs latency." if metric else ""
+    html.append(f"<h2>Results</h2><p class='note'>Click a column to sort.{front_note}</p>"
+                "<table class='sortable'><thead><tr>")
     html += [f"<th>{escape(c)}</th>" for c in cols]
     html.append("</tr></thead><tbody>")
     for _, r in df.iterrows():
-        html.append(f"<tr class='{'front' if r['pareto_latency'] else ''}'>")
+        html.append(f"<tr class='{'front' if metric and r['pareto_latency'] else ''}'>")
         for c in cols:
             text, key = _cell(r[c])
             cls = " class='text'" if isinstance(r[c], str) else ""
@@ -222,7 +279,9 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
 
     html.append("<h2>Run cards</h2>")
     for _, r in df.iterrows():
-        card_path = Path(r["run_dir"]) / str(r["run_card"])
+        if not isinstance(r.get("run_card"), str):  # `bench latency` rows: no run card
+            continue
+        card_path = Path(r["run_dir"]) / r["run_card"]
         card = card_path.read_text() if card_path.is_file() else f"(missing: {card_path})"
         html.append(f"<details><summary>{escape(r['label'])}</summary><pre>{escape(card)}</pre></details>")
     html.append(f"<script>{SORT_SCRIPT}</script></body></html>")

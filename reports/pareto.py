@@ -109,7 +109,9 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
         y = mt + 12 + 18 * i
         out.append(f'<circle cx="{ml + pw + 16}" cy="{y}" r="5" fill="{colour[g]}"/>'
                    f'<text x="{ml + pw + 26}" y="{y + 4}" class="legend">{escape(g)}</text>')
-    y = mt + 12 + 18 * len(groups)
-    out.append(f'<line x1="{ml + pw + 10}" x2="{ml + pw + 22}" y1="{y}" y2="{y}" class="front"/>'
-               f'<text x="{ml + pw + 26}" y="{y + 4}" class="legend">Pareto front</text></svg>')
+    if front:  # a plot without a front (latency vs NFE of timing-only runs) has no legend entry for one
+        y = mt + 12 + 18 * len(groups)
+        out.append(f'<line x1="{ml + pw + 10}" x2="{ml + pw + 22}" y1="{y}" y2="{y}" class="front"/>'
+                   f'<text x="{ml + pw + 26}" y="{y + 4}" class="legend">Pareto front</text>')
+    out.append("</svg>")
     return "".join(out)

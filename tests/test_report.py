@@ -3,7 +3,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from tmd_bench.reports.html import ReportError, build_report
+from tmd_bench.reports.html import QUALITY_METRICS, ReportError, build_report
 from tmd_bench.reports.pareto import pareto_front, scatter_svg
 
 from tmd_bench.evaluate import EvalConfig, evaluate
@@ -100,3 +100,49 @@ def test_report_in_a_real_headless_browser(two_runs, tmp_path):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == [] and dialogs == []
+
+
+def _run_with(src, dst, **columns):
+    """A copy of run ``src`` whose results.csv gains ``columns`` (name → one value per row), as if the
+    metric had been computed."""
+    shutil.copytree(src, dst)
+    df = pd.read_csv(dst / "results.csv")
+    for name, values in columns.items():
+        df[name] = values
+    df.to_csv(dst / "results.csv", index=False)
+    return dst
+
+
+def test_report_of_timing_only_runs_shows_speed_and_says_how_to_add_quality(two_runs, tmp_path):
+    """A Wan checkpoint evaluated without --metrics has latency/NFE columns only: the report is still built."""
+    results = pd.read_csv(two_runs / "run-a" / "results.csv")
+    assert set(results) & set(QUALITY_METRICS) == set() and set(results["teacher"]) == {"wan2.1-1.3b"}
+    csv_path, html_path = build_report([two_runs / "run-a"], tmp_path / "rep")
+    df = pd.read_csv(csv_path)
+    assert list(df["row_id"]) == list(results["row_id"]) and "pareto_latency" not in df
+    html = html_path.read_text()
+    assert "No quality metric was computed" in html and "--metrics fidelity" in html and "--metrics clip" in html
+    assert "latency vs effective NFE" in html and 'class="front"' not in html  # no front drawn or in a legend
+    for c in ("nfe", "effective_nfe", "latency_total_s"):
+        assert f"<th>{c}</th>" in html
+    for row_id in results["row_id"]:
+        assert f">{row_id}</td>" in html
+
+
+def test_report_picks_an_available_quality_column_in_the_right_direction(two_runs, tmp_path):
+    lat = pd.read_csv(two_runs / "run-a" / "results.csv")["latency_total_s"]
+    run = _run_with(two_runs / "run-a", tmp_path / "psnr", psnr_teacher=[25.0, 30.0])
+    _, html_path = build_report([run], tmp_path / "rep")
+    assert "Quality axis: <b>psnr_teacher</b>" in html_path.read_text()
+    # fd_real is lower-is-better: the faster row with the smaller distance dominates the other one
+    fast = lat == lat.min()
+    run = _run_with(two_runs / "run-a", tmp_path / "fd", fd_real=[0.1 if f else 0.5 for f in fast])
+    csv_path, html_path = build_report([run], tmp_path / "rep-fd")
+    assert list(pd.read_csv(csv_path)["pareto_latency"]) == list(fast)
+    assert "fd_real (lower is better)" in html_path.read_text()
+
+
+def test_report_metric_that_is_not_a_column_is_a_one_line_error(two_runs, tmp_path):
+    with pytest.raises(ReportError, match="quality metric 'nonexistent' is not in the results") as e:
+        build_report([two_runs / "run-a"], tmp_path / "rep", metric="nonexistent")
+    assert "\n" not in str(e.value)
