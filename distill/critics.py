@@ -35,7 +35,7 @@ class FakeScore(nn.Module):
         self.transformer = copy.deepcopy(teacher_transformer).train().requires_grad_(True)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        v = wp.forward(self.transformer, x_t, t.to(x_t.dtype), text)
+        v = wp.forward(self.transformer, x_t, t, text)
         return flow.x0_from_velocity(x_t, t, v)
 
 
@@ -59,7 +59,7 @@ def teacher_features(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Te
     own parameters are frozen)."""
     tr = teacher.transformer
     tok = wp.embed(tr, x_t)
-    cond = wp.condition(tr, t.to(tok.hidden.dtype), text)
+    cond = wp.condition(tr, t, text)
     taps: dict[int, torch.Tensor] = {}
     wp.run_blocks(tr, tr.blocks[: max(blocks) + 1], tok.hidden, cond, tok.rotary, taps=taps)
     return [wp.unpatchify_features(tr, taps[b], tok.grid) for b in blocks]

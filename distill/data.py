@@ -53,7 +53,7 @@ class WorldBatches:
     def __next__(self) -> Batch:
         prompts, clips = next(self.stream)
         dev = self.teacher.device
-        return Batch(prompts, clips.to(dev, self.teacher.dtype), self.text_of(prompts))
+        return Batch(prompts, clips.to(dev, torch.float32), self.text_of(prompts))  # latents float32
 
 
 def training_batches(teacher: Teacher, batch_size: int, seed: int = 0, data=None, sharded: bool = False):

@@ -19,6 +19,7 @@ from tmd_bench.distill.dmd import DMDStep, _randn
 from torch import nn
 
 from tmd_bench import distributed, flow
+from tmd_bench.teachers import compute_dtype, wan_timestep
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,13 @@ class FullStudent(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
-        return self.transformer(x_t.to(self.dtype), (1000 * t).to(self.dtype), text.to(self.dtype),
+        return self.transformer(x_t.to(self.dtype), wan_timestep(t).to(x_t.device), text.to(self.dtype),
                                 return_dict=False)[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        """The compute dtype (diffusers' fp32-kept modules aside)."""
+        return compute_dtype(self.transformer)
 
     def x0(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``g_θ(x_t, t) = x_t − t·v_θ(x_t, t)``."""
@@ -170,9 +172,10 @@ def preset(teacher: str, **overrides) -> DMD2Config:
 
 
 def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, checkpoint_every: int = 100,
-             log_every: int = 10, data=None) -> Path:
+             log_every: int = 10, data=None, prompts: list[str] | None = None) -> Path:
     """DMD2-v in ``out/dmd2`` (after a KD warm-up in ``out/kd-warmup`` for one step); returns the student folder.
-    ``data``: a folder of latents (``tmd-bench data generate/encode``) instead of the Shapes world."""
+    ``data``: a folder of latents (``tmd-bench data generate/encode``) instead of the Shapes world.
+    ``prompts``: a Wan teacher's warm-up pairs cycle them (default: the prompts recorded in ``data``)."""
     from tmd_bench.distill.data import training_batches
     from tmd_bench.distill.kd import KDConfig, run_kd
     from tmd_bench.distill.trainer import train
@@ -187,8 +190,10 @@ def run_dmd2(teacher, cfg: DMD2Config, out: str | Path, resume: bool = False, ch
         kd_cfg = KDConfig(pairs=cfg.kd_pairs, teacher_steps=cfg.kd_teacher_steps, iterations=cfg.kd_warmup_iterations,
                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
         # trains student.transformer in place (or loads its finished state on resume)
+        # pair prompts: the Shapes world on the Shapes teacher; on a Wan teacher ``prompts``, else ``data``'s
         run_kd(teacher, kd_cfg, out / "kd-warmup", resume=resume,
-               student=FullStudent(student.transformer, "kd", student.config), checkpoint_every=checkpoint_every)
+               student=FullStudent(student.transformer, "kd", student.config), checkpoint_every=checkpoint_every,
+               prompts=prompts, data=data)
     train(DMD2V(teacher, student, cfg), batches, out / "dmd2",
           cfg.iterations, resume=resume and ckpt.has_state(out / "dmd2"), checkpoint_every=checkpoint_every,
           log_every=log_every, description=f"DMD2-v ({cfg.steps} steps)")

@@ -35,12 +35,16 @@ def meanflow_target(u_fn, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: 
     """
 
     def col(a: torch.Tensor) -> torch.Tensor:
-        return a.view(-1, *[1] * (z.ndim - 1)).to(z.dtype)
+        return a.view(-1, *[1] * (z.ndim - 1)).to(torch.float32)
 
+    # a difference of nearly equal outputs: formed in float32 (run u_fn itself in float32 when the
+    # network is bf16: distill/precision.py), never in the compute dtype
+    z, v = z.float(), v.float()
     with torch.no_grad():
         hi = torch.where(t + delta <= 1.0, t + delta, t)
         lo = torch.where(t - delta >= r, t - delta, t)
-        du_dt = (u_fn(z + col(hi - t) * v, hi) - u_fn(z + col(lo - t) * v, lo)) / col((hi - lo).clamp_min(delta))
+        du_dt = ((u_fn(z + col(hi - t) * v, hi).float() - u_fn(z + col(lo - t) * v, lo).float())
+                 / col((hi - lo).clamp_min(delta)))
         return v - col(t - r) * du_dt
 
 

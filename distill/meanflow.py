@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tmd_bench.distill import losses
 from tmd_bench.distill import wan_parts as wp
+from tmd_bench.distill.precision import float32_island
+from tmd_bench.teachers import compute_dtype
 from tmd_bench.distill.dmd import _randn
 from tmd_bench.distill.tmd import DeltaTimeEmbedding
 from tmd_bench.distill.trainer import SingleNetwork, update
@@ -61,7 +63,7 @@ class MeanFlowStudent(nn.Module):
         super().__init__()
         self.transformer = transformer
         dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-        self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim).to(next(transformer.parameters()).dtype)
+        self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim).to(compute_dtype(transformer))
         self.config = config
 
     def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ class MeanFlowStudent(nn.Module):
         b = z.shape[0]
         t, r = (t.expand(b) if t.ndim == 0 else t), (r.expand(b) if r.ndim == 0 else r)
         tok = wp.embed(tr, z)
-        cond = wp.condition(tr, t.to(tok.hidden.dtype), text.to(tok.hidden.dtype))
+        cond = wp.condition(tr, t, text)
         temb = cond.temb + self.delta_time(t - r, cond.temb.dtype)
         h = wp.run_blocks(tr, tr.blocks, tok.hidden, cond, tok.rotary, tproj=wp.time_projection(tr, temb))
         return wp.output(tr, h, temb, tok.grid)
@@ -147,7 +149,8 @@ class MeanFlow(SingleNetwork):
         with torch.no_grad():
             u_uncond = st(z, t, t, neg)
             v_cfg = u_uncond + cfg.omega * ((x1 - x) - u_uncond)
-            target = losses.meanflow_target(lambda z_, t_: st(z_, r, t_, text), z, t, r, v_cfg, cfg.fd_delta)
+            with float32_island(st):  # the finite difference needs float32 (distill/precision.py)
+                target = losses.meanflow_target(lambda z_, t_: st(z_, r, t_, text), z, t, r, v_cfg, cfg.fd_delta)
         loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
         update(self.opt, loss, st.parameters(), cfg.grad_clip)
         return {"mf": loss.item(), "mse": (u.detach().float() - target.float()).pow(2).mean().item()}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from tmd_bench.distill import wan_parts as wp
+from tmd_bench.teachers import compute_dtype
 from torch import nn
 
 from tmd_bench import flow
@@ -147,10 +148,10 @@ class Backbone(nn.Module):
             t = t.expand(x.shape[0])
         if reuse is None:
             tok = wp.embed(tr, x)
-            cond = wp.condition(tr, t.to(tok.hidden.dtype), text.to(tok.hidden.dtype))
+            cond = wp.condition(tr, t, text)  # t stays float32: Wan embeds 1000·t in float32
         else:
             tok = wp.Tokens(wp.patchify(tr, x), reuse.rotary, reuse.grid)
-            temb = wp.time_embedding(tr, t.to(tok.hidden.dtype), tok.hidden.dtype)
+            temb = wp.time_embedding(tr, t, tok.hidden.dtype)
             cond = wp.Condition(temb, wp.time_projection(tr, temb), reuse.cond.text)
         m = wp.run_blocks(tr, s.backbone_blocks, tok.hidden, cond, tok.rotary)
         return Features(m, cond, tok.rotary, tok.grid)
@@ -167,8 +168,8 @@ class TMDStudent(nn.Module):
         dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
         self.fusion = FusionBlock(dim)
         self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim)
-        self.fusion.to(next(transformer.parameters()).dtype)
-        self.delta_time.to(next(transformer.parameters()).dtype)
+        self.fusion.to(compute_dtype(transformer))  # the new layers follow the compute dtype; diffusers'
+        self.delta_time.to(compute_dtype(transformer))  # fp32-kept modules of the transformer stay fp32
         self.backbone = Backbone(self)
 
     @property
@@ -190,7 +191,7 @@ class TMDStudent(nn.Module):
     def head_time(self, s: torch.Tensor, r: torch.Tensor, dtype: torch.dtype) -> HeadTime:
         """The head's conditioning for times ``s``, ``r`` of shape ``(B,)``."""
         tr = self.transformer
-        temb_s = wp.time_embedding(tr, s.to(dtype), dtype)
+        temb_s = wp.time_embedding(tr, s, dtype)
         temb = temb_s + self.delta_time(s - r, dtype)
         return HeadTime(temb, wp.time_projection(tr, temb), self.fusion.modulate(temb_s))
 
@@ -288,7 +289,7 @@ def sample_tmd(student: TMDStudent, x: torch.Tensor, text: torch.Tensor, outer: 
     What does not change between passes is computed once per call: the head's conditioning at each
     inner-grid point, and (after the first outer step) the text projection and rotary embedding."""
     feats = None
-    times = head_times(student, inner, x.shape[0], x.device, next(student.parameters()).dtype)
+    times = head_times(student, inner, x.shape[0], x.device, compute_dtype(student.transformer))
     for i, (t, t_prev) in enumerate(zip(outer[:-1], outer[1:])):
         t32 = t.to(torch.float32).to(x.device)
         feats = student.backbone(x, t32, text, reuse=feats)

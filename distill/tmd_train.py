@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from tmd_bench.distill import losses
+from tmd_bench.distill.precision import float32_island
 from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
 from tmd_bench.distill.trainer import SingleNetwork
@@ -131,7 +132,8 @@ class TMDStage1(SingleNetwork):
         x_t = flow.interpolate(x, x1, t)
         neg = self.negative.expand(b, -1, -1)
         drop = (_rand(b, g, dev) < cfg.text_dropout).view(-1, 1, 1)
-        feats = st.backbone(x_t, t, torch.where(drop, neg, batch.text))
+        text = torch.where(drop, neg, batch.text)
+        feats = st.backbone(x_t, t, text)
         y, y1 = x1 - x, _randn(x.shape, g, x)
         s, r = sample_s_r(cfg, b, g, dev)
         y_s = flow.interpolate(y, y1, s)
@@ -140,7 +142,9 @@ class TMDStage1(SingleNetwork):
             feats_u = st.backbone(x_t, t, neg)
             u_uncond = y1 - st.head(y_s, s, s, feats_u)
             v_cfg = u_uncond + cfg.omega * ((y1 - y) - u_uncond)
-            target = tm_meanflow_target(st, feats, y_s, y1, s, r, v_cfg, cfg.fd_delta)
+            with float32_island(st) as upcast:  # the finite difference needs float32 (distill/precision.py)
+                target = tm_meanflow_target(st, st.backbone(x_t, t, text) if upcast else feats, y_s.float(),
+                                            y1.float(), s, r, v_cfg, cfg.fd_delta)
         loss = losses.adaptive_l2(u, target, cfg.norm_c * x[0].numel())
         return loss, {"tm_mf": loss.detach(), "mse": (u.detach().float() - target.float()).pow(2).mean()}
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tmd_bench.teachers import compute_dtype, wan_timestep
+
 
 @dataclass
 class Tokens:
@@ -42,15 +44,16 @@ def patchify(tr, x: torch.Tensor) -> torch.Tensor:
 
 
 def condition(tr, t: torch.Tensor, text: torch.Tensor) -> Condition:
-    """Wan's time embedding of ``1000·t`` and its text projection."""
-    temb, tproj, ctx, _ = tr.condition_embedder(1000 * t, text, None)
+    """Wan's time embedding of ``1000·t`` (formed in float32, whatever the compute dtype) and its text
+    projection (``text`` in the compute dtype)."""
+    temb, tproj, ctx, _ = tr.condition_embedder(wan_timestep(t), text.to(compute_dtype(tr)), None)
     return Condition(temb, tproj.unflatten(1, (6, -1)), ctx)
 
 
 def time_embedding(tr, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Only the time branch of ``condition``: ``temb`` of ``1000·t``."""
     ce = tr.condition_embedder
-    proj = ce.timesteps_proj(1000 * t)
+    proj = ce.timesteps_proj(wan_timestep(t))
     return ce.time_embedder(proj.to(next(ce.time_embedder.parameters()).dtype)).to(dtype)
 
 
