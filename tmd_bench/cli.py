@@ -17,6 +17,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tmd_bench.runtime import DEVICE_HELP, DTYPE_HELP
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluation-first benchmarking and distillation for few-step video diffusion.")
 teacher_app = typer.Typer(no_args_is_help=True, help="Teachers: list them, train the Shapes teacher.")
@@ -28,15 +30,20 @@ console = Console(stderr=True)
 out_console = Console(width=None if Console().is_terminal else 160)
 
 
-def _cuda() -> bool:
-    if os.environ.get("TMD_BENCH_DEVICE"):
-        return os.environ["TMD_BENCH_DEVICE"].startswith("cuda")
-    try:
-        import torch
+# The toolkit's user-facing exception classes, by module: the wrapper below looks them up only in
+# modules already imported (an exception of a class whose module never loaded cannot occur), so a
+# command that fails fast never imports torch just to report it.
+_USER_ERRORS = (("tmd_bench.registry", "TeacherNotFound"), ("tmd_bench.checkpoint", "IncompatibleCheckpoint"),
+                ("tmd_bench.metrics.clip", "ClipWeightsNotFound"), ("tmd_bench.reports.html", "ReportError"),
+                ("tmd_bench.suites", "SuiteError"))
 
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - no torch, no CUDA
-        return False
+
+def _user_error_types() -> tuple[type, ...]:
+    types: list[type] = [PermissionError, FileExistsError, FileNotFoundError, FloatingPointError, ValueError]
+    for module, name in _USER_ERRORS:
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
 
 
 def user_errors(fn):
@@ -44,22 +51,17 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from tmd_bench.checkpoint import IncompatibleCheckpoint
-        from tmd_bench.metrics.clip import ClipWeightsNotFound
-        from tmd_bench.reports.html import ReportError
-        from tmd_bench.suites import SuiteError
-        from tmd_bench.teachers import TeacherNotFound
-
         try:
             return fn(*args, **kwargs)
-        except (TeacherNotFound, ClipWeightsNotFound, SuiteError, ReportError, IncompatibleCheckpoint, PermissionError,
-                FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
-            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: completed rows and checkpoints are on disk; "
                           "re-run (training: with --resume) to continue.")
             raise typer.Exit(130)
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is a user-facing error
+            if not isinstance(e, _user_error_types()):
+                raise
+            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
 
     return wrapper
 
@@ -95,8 +97,9 @@ def evaluate(
     teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
     teacher_path: Optional[Path] = typer.Option(None, help="Folder with the teacher in the diffusers layout "
                                                 "(default: shipped shapes teacher / Hugging Face cache)."),
-    methods: str = typer.Option("teacher-euler", help="Comma-separated methods: teacher-euler, teacher-unipc, "
-                                "teacher-euler-nocfg, … and distilled ones with --checkpoint."),
+    methods: str = typer.Option("teacher", help="Comma-separated methods: teacher (the checkpoint's own sampler), "
+                                "teacher-unipc, teacher-fmeuler (diffusers' schedulers, as WanPipeline), teacher-euler "
+                                "(tmd-bench's uniform grid), …-nocfg, and distilled ones with --checkpoint."),
     steps: str = typer.Option("1,2,4,8,50", help="Comma-separated step counts (outer steps M for TMD)."),
     prompts: Optional[str] = typer.Option(None, help="Prompt suite: a built-in name (shapes-eval, shapes-novel) "
                                           "or a .txt/.jsonl file. Default: the teacher's own suite."),
@@ -108,7 +111,10 @@ def evaluate(
     latency_warmup: int = typer.Option(1, help="Untimed warm-up generations before timing."),
     latency_repeats: int = typer.Option(3, help="Timed generations (the median is reported)."),
     preview: int = typer.Option(4, help="Clips per configuration kept for the report's side-by-side samples."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", help="torch device."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks; the compile time "
+                                  "is reported apart (compile_s), the timed runs follow a compiling warm-up."),
     frames: Optional[int] = typer.Option(None, help="Video frames (Wan teachers; default 81)."),
     height: Optional[int] = typer.Option(None, help="Video height (Wan teachers; default 480)."),
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
@@ -123,15 +129,21 @@ def evaluate(
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
+    from tmd_bench import runtime
+
+    runtime.check_device(device)
+    runtime.check_dtype(dtype)
+    runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
+
     from tmd_bench import distributed
     from tmd_bench.evaluate import EvalConfig
     from tmd_bench.evaluate import evaluate as run_eval
 
     if nproc is not None and not distributed.launched():
         raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
-    device = distributed.init(device)
+    device = distributed.init(runtime.resolve_device(device))
 
-    cfg = EvalConfig(teacher=teacher, teacher_path=str(teacher_path) if teacher_path else None,
+    cfg = EvalConfig(dtype=dtype, compile=compile_, teacher=teacher, teacher_path=str(teacher_path) if teacher_path else None,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
                      prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
@@ -203,6 +215,13 @@ def distill(
     iterations: Optional[int] = typer.Option(None, help="dmd2/kd: training iterations (default: the preset's)."),
     kd_pairs: Optional[int] = typer.Option(None, help="kd (and one-step dmd2's warm-up): teacher ODE pairs to cache."),
     kd_teacher_steps: Optional[int] = typer.Option(None, help="kd: teacher Euler steps per pair."),
+    prompts: Optional[str] = typer.Option(None, help="kd and one-step dmd2 on a Wan teacher: prompt file (or suite) "
+                                          "for the teacher ODE pairs (default: the prompts recorded in --data)."),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+    frames: Optional[int] = typer.Option(None, help="Wan: video frames of the clips the teacher samples (kd pairs, "
+                                         "one-step dmd2's warm-up); training on --data uses the data's size."),
+    height: Optional[int] = typer.Option(None, help="Wan: video height (see --frames)."),
+    width: Optional[int] = typer.Option(None, help="Wan: video width (see --frames)."),
     outer_steps: Optional[int] = typer.Option(None, help="TMD: outer steps M (default: the teacher's preset)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N."),
     head_blocks: Optional[int] = typer.Option(None, help="TMD: flow-head blocks H."),
@@ -213,7 +232,7 @@ def distill(
     init: Optional[Path] = typer.Option(None, help="Stage 2 alone: start from this TMD student (default: the teacher)."),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     nproc: Optional[int] = typer.Option(None, help="TMD: processes (GPUs) on this machine; runs this command under "
                                         "torchrun (or launch `torchrun --nproc-per-node K -m tmd_bench distill …`)."),
@@ -232,14 +251,25 @@ def distill(
     out: Path = typer.Option(Path("runs/distill"), help="Run folder (stage1/, stage2/, each with student/)."),
 ):
     """Distill a few-step student from a teacher (TMD: stage 1 then stage 2, resumable)."""
-    import torch
+    from tmd_bench import runtime
+    from tmd_bench.registry import clip_text
+
+    if method not in ("tmd", "dmd2", "rcm", "kd", "meanflow"):
+        raise ValueError(f"unknown method {clip_text(method)!r}; available: tmd, dmd2, rcm, kd, meanflow")
+    runtime.check_device(device)
+    runtime.check_dtype(dtype)
+    runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
+    size = dict(frames=frames, height=height, width=width)
+    if prompts is not None and method not in ("kd", "dmd2"):
+        raise ValueError("--prompts feeds the teacher ODE pairs of kd and one-step dmd2; "
+                         f"{method} trains on --data (or the Shapes world)")
+    if prompts is not None:
+        from tmd_bench.suites import load_suite
+
+        load_suite(prompts)  # a bad prompt file fails now, not after the teacher has loaded
 
     from tmd_bench import distributed
     from tmd_bench.distill.tmd_train import preset, run_tmd
-    from tmd_bench.teachers import load_teacher
-
-    if method not in ("tmd", "dmd2", "rcm", "kd", "meanflow"):
-        raise ValueError(f"unknown method {method!r}; available: tmd, dmd2, rcm, kd, meanflow")
     parallel = None
     if nproc is not None or distributed.launched():
         if method != "tmd":
@@ -248,12 +278,14 @@ def distill(
             raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
         parallel = distributed.Parallel(strategy, grad_accumulation, mixed_precision)
         parallel.validate()
-        device = distributed.init(device)
+        device = distributed.init(runtime.resolve_device(device))
     elif grad_accumulation != 1 or mixed_precision:
         raise ValueError("--grad-accumulation and --mixed-precision apply under torchrun: add --nproc 1 (or more)")
+    device = runtime.resolve_device(device)
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
-                              resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data)
+                              resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data, dtype=dtype,
+                              prompts=prompts, size=size)
         return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
@@ -266,10 +298,9 @@ def distill(
     cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
                  batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing)
-    dtype = getattr(torch, cfg.dtype) if device.startswith("cuda") else torch.float32
     if parallel is not None and parallel.mixed_precision:
-        dtype = torch.float32  # fp32 master weights, bf16 compute
-    t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
+        dtype = "float32"  # fp32 master weights, bf16 compute
+    t = runtime.load(teacher, teacher_path, device, dtype, **size)
     cfg.tmd.validate(t.num_blocks)
     t0 = time.time()
     final = run_tmd(t, cfg, out, stages, resume=resume, init=init, checkpoint_every=checkpoint_every,
@@ -279,21 +310,40 @@ def distill(
     if not main:
         return
     out_console.print(f"{cfg.tmd.label} student: {final}  ({time.time() - t0:.0f} s)\n"
-                      f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods tmd --checkpoint tmd={final} "
-                      f"--steps {cfg.outer_steps}")
+                      f"evaluate it: {_evaluate_hint(teacher, teacher_path, 'tmd', final, cfg.outer_steps, t)}",
+                      highlight=False, soft_wrap=True)
+
+
+def _evaluate_hint(teacher, teacher_path, method, student, steps, t) -> str:
+    """The `tmd-bench evaluate` command for a student just distilled, with every option it needs."""
+    import shlex
+
+    from tmd_bench import runtime
+
+    args = ["tmd-bench", "evaluate", "--teacher", teacher]
+    if teacher_path is not None:
+        args += ["--teacher-path", str(teacher_path)]
+    args += ["--methods", method, "--checkpoint", f"{method}={student}", "--steps", str(steps),
+             "--dtype", runtime.dtype_name(t.dtype), "--device", str(t.device.type)]
+    return shlex.join(args)
 
 
 def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
-                          checkpoint_every, kd_pairs, kd_teacher_steps, data=None):
+                          checkpoint_every, kd_pairs, kd_teacher_steps, data=None, dtype=None, prompts=None,
+                          size=None):
     """DMD2-v or KD: the whole network as a few-step student."""
-    import torch
+    from dataclasses import replace
 
+    from tmd_bench import runtime
     from tmd_bench.distill import dmd2, kd
-    from tmd_bench.teachers import load_teacher
 
-    if data is not None and method == "kd":
-        raise ValueError("--data: kd regresses on teacher ODE pairs drawn from noise and reads no data "
-                         "(tmd, dmd2, rcm and meanflow do)")
+    shapes = runtime.prepare_teacher(teacher, teacher_path)[1].world == "shapes"
+    if data is not None and method == "kd" and shapes:
+        raise ValueError("--data: on the Shapes teacher kd regresses on teacher ODE pairs drawn from the Shapes "
+                         "world and reads no data (on a Wan teacher --data supplies the pairs' prompts)")
+    if prompts is not None and shapes:
+        raise ValueError("--prompts: the Shapes teacher's KD pairs take their prompts from the Shapes world "
+                         "(--prompts is for Wan teachers)")
 
     for name, v in (("--steps", steps), ("--iterations", iterations), ("--batch-size", batch_size),
                     ("--kd-pairs", kd_pairs), ("--kd-teacher-steps", kd_teacher_steps)):
@@ -301,11 +351,25 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
             raise ValueError(f"{name} must be ≥ 1, got {v}")
     cfg = dmd2.preset(teacher, steps=steps, iterations=iterations, batch_size=batch_size, seed=seed,
                       kd_pairs=kd_pairs, kd_teacher_steps=kd_teacher_steps)
-    dtype = getattr(torch, cfg.dtype) if device.startswith("cuda") else torch.float32
-    t = load_teacher(teacher, teacher_path, device=device, dtype=dtype)
+    pairs = method == "kd" or (method == "dmd2" and cfg.steps == 1 and cfg.kd_warmup_iterations > 0)
+    if prompts is not None and not pairs:
+        raise ValueError(f"--prompts feeds the KD warm-up of one-step dmd2; --steps {cfg.steps} has none")
+    pair_prompts = None  # a Wan teacher's KD pairs (kd, one-step dmd2's warm-up): --prompts, else --data's prompts
+    if pairs and not shapes:
+        if prompts is not None:
+            from tmd_bench.suites import load_suite
+
+            pair_prompts = load_suite(prompts).prompts
+        elif data is None:
+            raise ValueError(f"{method} on {teacher!r} caches teacher ODE pairs, which need prompts: pass --prompts "
+                             "FILE (or a suite name) or --data FOLDER (written by `tmd-bench data generate/encode`)")
+        else:
+            pair_prompts = kd.data_prompts(data)  # a bad folder fails now, before the teacher loads
+    t = runtime.load(teacher, teacher_path, device, dtype, **(size or {}))
     t0 = time.time()
     if method == "dmd2":
-        final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every, data=data)
+        final = dmd2.run_dmd2(t, cfg, out, resume=resume, checkpoint_every=checkpoint_every, data=data,
+                              prompts=pair_prompts)
         m = cfg.steps
     elif method == "rcm":
         from tmd_bench.distill import rcm
@@ -322,11 +386,13 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
     else:
         kd_cfg = kd.KDConfig(pairs=cfg.kd_pairs, teacher_steps=cfg.kd_teacher_steps,
                              iterations=iterations or kd.KDConfig.iterations, batch_size=cfg.batch_size, seed=seed)
-        final = kd.run_kd(t, kd_cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        student = dmd2.new_student(t, replace(cfg, steps=1), method="kd")  # the preset's gradient checkpointing
+        final = kd.run_kd(t, kd_cfg, out, resume=resume, student=student, checkpoint_every=checkpoint_every,
+                          prompts=pair_prompts)
         m = 1
     out_console.print(f"{method} student: {final}  ({time.time() - t0:.0f} s)\n"
-                      f"evaluate it: tmd-bench evaluate --teacher {teacher} --methods {method} "
-                      f"--checkpoint {method}={final} --steps {m}")
+                      f"evaluate it: {_evaluate_hint(teacher, teacher_path, method, final, m, t)}",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -337,7 +403,7 @@ def compare(
     only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M1, dmd2-s1, dmd2-s2, "
                                        "dmd2-s4, rcm, kd, meanflow); default: all."),
     limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/compare"), help="Folder: students/<entry>/, eval/, report/."),
     distill_only: bool = typer.Option(False, help="Distill the chosen entries and stop (run several such processes "
                                       "side by side, then once without it to evaluate and report)."),
@@ -354,7 +420,9 @@ def compare(
     unknown = [x for x in chosen or [] if x not in names]
     if unknown:
         raise ValueError(f"unknown plan entries {unknown}; choose from {', '.join(names)}")
-    t = load_teacher(teacher, teacher_path, device=device)
+    from tmd_bench import runtime
+
+    t = load_teacher(teacher, teacher_path, device=runtime.resolve_device(device))
     html = run_compare(t, out, chosen, limit=limit, console=out_console, distill_only=distill_only)
     if html is not None:
         out_console.print(f"report: {html.resolve()}")
@@ -378,9 +446,10 @@ def bench_tmd(
     width: Optional[int] = typer.Option(None),
     repeats: int = typer.Option(5), warmup: int = typer.Option(2),
     sampler_batch: int = typer.Option(1, help="Clips per sampler call for the overhead figure."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", help="cuda, cpu, or meta: FLOPs only, no memory "
+    device: str = typer.Option("auto", help="auto, cuda, cpu, or meta: FLOPs only, no memory "
                                "(a full-size Wan config with --random-weights on any machine)."),
     sampler_only: bool = typer.Option(False, help="Skip the stage-2 update (the rollout figure)."),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ):
     """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5), in wall time and FLOPs."""
 
@@ -390,13 +459,18 @@ def bench_tmd(
     from tmd_bench.bench import bench_tmd as run_bench
     from tmd_bench.teachers import load_teacher, random_wan_teacher
 
-    if random_weights:
-        t = random_wan_teacher(teacher, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
-    elif device == "meta":
+    from tmd_bench import runtime
+
+    runtime.check_dtype(dtype)
+    if device == "meta" and not random_weights:
         raise typer.BadParameter("--device meta counts FLOPs of an architecture: use it with --random-weights")
+    if random_weights:
+        device = runtime.resolve_device(device, allow_meta=True)
+        t = _resize(random_wan_teacher(teacher, device=device,
+                                       dtype=runtime.resolve_dtype(dtype, device if device != "meta" else "cuda",
+                                                                   teacher)), frames, height, width)
     else:
-        t = load_teacher(teacher, teacher_path, device=device)
-    t = _resize(t, frames, height, width)
+        t = runtime.load(teacher, teacher_path, device, dtype, frames, height, width)
     h = head_blocks or (2 if t.num_blocks < 16 else 5)
     result = run_bench(t, outer_steps, inner_steps, h, batch_size, warmup, repeats, sampler_batch,
                        update=not sampler_only)
@@ -419,7 +493,10 @@ def bench_latency(
     frames: Optional[int] = typer.Option(None), height: Optional[int] = typer.Option(None),
     width: Optional[int] = typer.Option(None),
     repeats: int = typer.Option(3), warmup: int = typer.Option(1),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks; rows gain "
+                                  "compile_s (the compiling warm-up), timed runs follow it."),
     out: Path = typer.Option(Path("runs/bench-latency"), help="Folder for results.csv (merge with `tmd-bench report`)."),
 ):
     """Latency per stage of the teacher (50 steps, CFG), DMD2-v at 4/2/1 and TMD M2/M1-N2, counted NFE."""
@@ -432,18 +509,24 @@ def bench_latency(
     from tmd_bench.evaluate import prepare_out, write_results
     from tmd_bench.teachers import WanCodec, load_teacher, random_wan_teacher
 
+    from tmd_bench import runtime
+
+    runtime.check_dtype(dtype)
+    if compile_ and warmup < 1:
+        raise ValueError("--compile needs --warmup ≥ 1: the first generation compiles, and is not timed")
     out = prepare_out(out)
     if random_weights:
         from diffusers import AutoencoderKLWan
 
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        t = random_wan_teacher(teacher, device=device, dtype=dtype)
+        device = runtime.resolve_device(device)
+        dt = runtime.resolve_dtype(dtype, device, teacher)
+        t = _resize(random_wan_teacher(teacher, device=device, dtype=dt), frames, height, width)
         with torch.device(device):
-            t.codec = WanCodec(AutoencoderKLWan().to(dtype).eval().requires_grad_(False))  # Wan2.1's VAE config
+            # Wan2.1's VAE config; float32 as WanPipeline users run it (its causal convs are bf16-sensitive)
+            t.codec = WanCodec(AutoencoderKLWan().eval().requires_grad_(False))
     else:
-        t = load_teacher(teacher, teacher_path, device=device)
-    t = _resize(t, frames, height, width)
-    rows = run_bench(t, head_blocks=head_blocks, warmup=warmup, repeats=repeats)
+        t = runtime.load(teacher, teacher_path, device, dtype, frames, height, width)
+    rows = run_bench(t, head_blocks=head_blocks, warmup=warmup, repeats=repeats, compile=compile_)
     write_results(rows, out / "results.csv")
     df = pd.DataFrame(rows)
     cols = ["row_id", "nfe_counted", "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
@@ -462,7 +545,7 @@ def teacher_list():
     """List the known teachers and where their files come from."""
     from rich.table import Table
 
-    from tmd_bench.teachers import TEACHERS
+    from tmd_bench.registry import TEACHERS  # torch-free: listing teachers loads no model library
 
     t = Table()
     for c in ("teacher", "description", "source"):
@@ -483,13 +566,14 @@ def teacher_train(
     final_lr_ratio: float = typer.Option(0.02),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(250),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     export: bool = typer.Option(False, help="When done, install the EMA weights as the shipped shapes teacher."),
 ):
     """Train the Shapes teacher (rectified flow, CFG dropout); resumable."""
     import shutil
 
+    from tmd_bench import runtime
     from tmd_bench.teacher_train import TeacherTrainConfig, train_teacher
     from tmd_bench.teachers import SHAPES_TEACHER_DIR
 
@@ -498,7 +582,8 @@ def teacher_train(
     if decay_from and not 0 < decay_from < steps:
         raise ValueError(f"--decay-from must lie between 0 and --steps ({steps}), got {decay_from}")
     cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, decay_from=decay_from,
-                             final_lr_ratio=final_lr_ratio, checkpoint_every=checkpoint_every, device=device)
+                             final_lr_ratio=final_lr_ratio, checkpoint_every=checkpoint_every,
+                             device=runtime.resolve_device(device))
     t0 = time.time()
     train_teacher(out, cfg, resume=resume)
     out_console.print(f"trained to step {steps} in {time.time() - t0:.0f} s this session; teacher: {out / 'teacher'}")
@@ -527,13 +612,9 @@ def _command(words: str, params: dict) -> str:
 
 
 def _data_teacher(teacher, teacher_path, device, dtype, frames, height, width):
-    from tmd_bench.dataset import DTYPES
-    from tmd_bench.teachers import load_teacher
+    from tmd_bench import runtime
 
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") and teacher != "shapes" else "float32")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return _resize(load_teacher(teacher, teacher_path, device=device, dtype=DTYPES[dtype]), frames, height, width)
+    return runtime.load(teacher, teacher_path, device, dtype, frames, height, width)
 
 
 def _resize(t, frames: int | None, height: int | None, width: int | None):
@@ -559,7 +640,8 @@ def data_generate(
     steps: int = typer.Option(50, help="Teacher sampling steps."),
     guidance: Optional[float] = typer.Option(None, help="CFG scale (default: the teacher's)."),
     shift: Optional[float] = typer.Option(None, help="Timestep shift (default: the teacher's)."),
-    solver: str = typer.Option("euler", help="euler or unipc."),
+    solver: Optional[str] = typer.Option(None, help="euler (tmd-bench's uniform grid), fmeuler or unipc (diffusers' "
+                                         "schedulers, as WanPipeline). Default: the checkpoint's own scheduler."),
     per_prompt: int = typer.Option(1, help="Clips per prompt (clip j: prompt j // K, noise seed --seed + j)."),
     frames: Optional[int] = typer.Option(None, help="Video frames (Wan: 4k + 1; default: the teacher's)."),
     height: Optional[int] = typer.Option(None, help="Video height (default: the teacher's)."),
@@ -568,18 +650,25 @@ def data_generate(
     batch_size: int = typer.Option(8, help="Clips sampled together."),
     seed: int = typer.Option(0, help="Base noise seed."),
     dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16 (default: bfloat16 for Wan on CUDA)."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     nproc: Optional[int] = typer.Option(None, help="Processes (GPUs): shards are split across them under torchrun."),
 ):
     """Teacher samples for a prompt file, saved as latents (before decoding) and text embeddings."""
-    from tmd_bench import dataset, distributed
+    from tmd_bench import runtime
     from tmd_bench.suites import load_suite
+
+    runtime.check_device(device)
+    runtime.check_dtype(dtype)
+    runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
+    suite = load_suite(prompts)
+
+    from tmd_bench import dataset, distributed
 
     if nproc is not None and not distributed.launched():
         raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
-    device = distributed.init(device)
-    suite = load_suite(prompts)
+    device = distributed.init(runtime.resolve_device(device))
     t = _data_teacher(teacher, teacher_path, device, dtype, frames, height, width)
+    solver, dtype = solver or t.spec.solver, runtime.dtype_name(t.dtype)  # recorded resolved: the command reproduces
     cmd = _command("data generate", dict(teacher=teacher, teacher_path=teacher_path, prompts=prompts, out=out,
                                          steps=steps, guidance=guidance, shift=shift, solver=solver,
                                          per_prompt=per_prompt, frames=frames, height=height, width=width,
@@ -610,16 +699,23 @@ def data_encode(
     frame_stride: int = typer.Option(1, help="Keep every n-th frame."),
     shard_size: int = typer.Option(256, help="Clips per shard."),
     dtype: Optional[str] = typer.Option(None, help="float32, bfloat16 or float16 (default: bfloat16 for Wan on CUDA)."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     nproc: Optional[int] = typer.Option(None, help="Processes (GPUs): shards are split across them under torchrun."),
 ):
     """VAE latents and text embeddings of a folder of captioned videos (same format as `data generate`)."""
+    from tmd_bench import runtime
+
+    runtime.check_device(device)
+    runtime.check_dtype(dtype)
+    runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
+
     from tmd_bench import dataset, distributed
 
     if nproc is not None and not distributed.launched():
         raise typer.Exit(distributed.torchrun(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
-    device = distributed.init(device)
+    device = distributed.init(runtime.resolve_device(device))
     t = _data_teacher(teacher, teacher_path, device, dtype, frames, height, width)
+    dtype = runtime.dtype_name(t.dtype)
     cmd = _command("data encode", dict(teacher=teacher, teacher_path=teacher_path, videos=videos, out=out,
                                        frames=frames, height=height, width=width, frame_stride=frame_stride,
                                        shard_size=shard_size, dtype=dtype))
