@@ -56,3 +56,61 @@ def wan_teacher_dir(tmp_path_factory):
                            latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0])
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     return folder
+
+
+WAN_WORDS = ("a cat dog sitting running on the grass red blue in field & amp ; bright tones static blurry fox "
+             "snowy forest through").split()
+
+
+def umt5_style_tokenizer(words=WAN_WORDS):
+    """A real T5/UMT5-style tokenizer (SentencePiece Unigram with ``▁`` word pieces, ``</s>`` appended,
+    ``<pad>`` = 0), built offline with the ``tokenizers`` library and wrapped in transformers' class."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(words)]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.;&<>/()"] + [("▁", -4.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+
+
+def build_wan_pipeline(folder=None, seed: int = 0, flow_shift: float = 3.0, z_dim: int = 16, num_layers: int = 4):
+    """A tiny Wan2.1 checkpoint made the way a real one is: diffusers' ``WanPipeline`` of diffusers' and
+    transformers' own classes (WanTransformer3DModel, AutoencoderKLWan with 16 latent channels and Wan's
+    default latent statistics, UMT5EncoderModel, a UMT5-style tokenizer, UniPC in flow mode as the Wan2.1
+    Diffusers checkpoints ship it), written with ``save_pretrained``. No tmd-bench helper is involved."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = umt5_style_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=z_dim, out_channels=z_dim,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=flow_shift)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                       scheduler=scheduler)
+    if folder is not None:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def wan_pipeline_dir(tmp_path_factory):
+    """A tiny Wan2.1 checkpoint written by ``WanPipeline(...).save_pretrained`` (see build_wan_pipeline).
+    Sample it at 5 frames of 32×32 (latent 16×2×4×4)."""
+    folder = tmp_path_factory.mktemp("wan-pipeline")
+    build_wan_pipeline(folder)
+    return folder

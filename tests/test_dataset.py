@@ -45,7 +45,9 @@ def test_generate_cli_writes_index_and_shards(wan_teacher_dir, tmp_path):
     assert ix["latent_shape"] == [4, 2, 4, 4] and ix["text_shape"] == [512, 16] and ix["dtype"] == "float32"
     teacher = wan(wan_teacher_dir)
     assert ix["teacher"] == {"name": "wan2.1-1.3b", "hashes": dataset.teacher_hashes(teacher)}
-    assert ix["sampler"] == {"solver": "euler", "steps": 1, "guidance": 3.0, "shift": 5.0}
+    # no --solver, no --shift: the checkpoint's own scheduler/ (a FlowMatchEuler one, shift 5), and the index says so
+    assert ix["sampler"] == {"solver": "fmeuler", "steps": 1, "guidance": 3.0, "shift": 5.0,
+                             "sampling_source": "checkpoint scheduler/scheduler_config.json"}
     assert ix["command"].startswith("tmd-bench data generate --teacher wan2.1-1.3b") and "--per-prompt 2" in ix["command"]
     # shard 1 = clips 2, 3: prompt 1 twice, seeds 12, 13; latents are the teacher's samples before decoding
     shard = load_file(str(tmp_path / "d" / "shard-00001.safetensors"))
@@ -53,7 +55,7 @@ def test_generate_cli_writes_index_and_shards(wan_teacher_dir, tmp_path):
         assert json.loads(f.metadata()["tmd_bench"])["prompts"] == [PROMPTS[1]] * 2
     assert shard["seed"].tolist() == [12, 13] and shard["id"].tolist() == [2, 3]
     assert shard["latents"].shape == (2, 4, 2, 4, 4) and shard["text"].shape[1] < 512  # trailing zeros trimmed
-    method = harness.teacher_method(teacher, "euler", 3.0)
+    method = harness.teacher_method(teacher, "fmeuler", 3.0)
     text = teacher.encode_text([PROMPTS[1]] * 2)
     ref = method.sample(harness.noise_for_seeds(teacher, [12, 13]), text,
                         teacher.encode_text([teacher.spec.negative_prompt]), 1)
@@ -231,7 +233,7 @@ def test_generate_on_two_processes_writes_the_same_shards(shapes_teacher_dir, tm
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert r.exit_code == 0, r.output
     one, two = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("one", "two"))
-    tail = " --steps 1 --solver euler --per-prompt 3 --shard-size 2 --batch-size 8 --seed 0"  # no --nproc
+    tail = " --steps 1 --solver euler --per-prompt 3 --shard-size 2 --batch-size 8 --seed 0 --dtype float32"  # no --nproc
     assert one.pop("command").endswith("/one" + tail) and two.pop("command").endswith("/two" + tail)
     assert one == two and one["complete"] and len(one["shards"]) == 3
     for s in one["shards"]:

@@ -61,7 +61,8 @@ def test_tiny_wan_checkpoint_loads_through_the_wan_path_and_evaluates(wan_teache
                              width=32, latency_repeats=1, out=str(tmp_path / "run")))
     assert list(df["nfe_counted"]) == [4.0, 4.0] and (df["nfe"] == df["nfe_counted"]).all()
     card = json.loads((tmp_path / "run" / df["run_card"][0]).read_text())
-    assert card["teacher"]["name"] == "wan2.1-1.3b" and card["video"] == {"frames": 5, "height": 32, "width": 32}
+    assert card["teacher"]["name"] == "wan2.1-1.3b" and card["video"] == {"frames": 5, "height": 32, "width": 32, "fps": 16}
+    assert card["teacher"]["dtype"] == "float32" and card["precision"]["latents"] == "float32"
     assert "shapes" not in card["metrics"]  # no oracle for a real teacher
 
 

@@ -170,18 +170,18 @@ def bench_tmd(teacher: Teacher, outer_steps: int = 2, inner_steps: int = 2, head
 
     device = teacher.device
     timing = device.type != "meta" if timing is None else timing
-    dtype = next(teacher.transformer.parameters()).dtype
+    dtype = teacher.dtype  # the compute dtype (diffusers keeps some modules in float32)
     cfg = preset(teacher.name, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  batch_size=batch_size, student_every=1)
     g = torch.Generator().manual_seed(0)
     prompt = "a small red circle moving left on a black background"
 
     def student_of(c):
-        return TMDStudent(copy.deepcopy(teacher.transformer), c).to(device, dtype)
+        return TMDStudent(copy.deepcopy(teacher.transformer), c).to(device)
 
     figures: dict = {}
     if update:
-        x = torch.randn(teacher.latent_shape(batch_size), generator=g).to(device, dtype)
+        x = torch.randn(teacher.latent_shape(batch_size), generator=g).to(device)
         batch = Batch([""] * batch_size, x, teacher.encode_text([prompt] * batch_size))
         stages = [TMDStage2(teacher, student_of(replace(cfg, inner_steps=n).tmd), replace(cfg, inner_steps=n))
                   for n in (inner_steps, 1)]
@@ -195,7 +195,7 @@ def bench_tmd(teacher: Teacher, outer_steps: int = 2, inner_steps: int = 2, head
     else:
         figures["update_rollout_flops"] = figures["update_no_rollout_flops"] = None
 
-    x1 = torch.randn(teacher.latent_shape(sampler_batch), generator=g).to(device, dtype)
+    x1 = torch.randn(teacher.latent_shape(sampler_batch), generator=g).to(device)
     text = teacher.encode_text([prompt]).expand(sampler_batch, -1, -1)
     t = torch.tensor(0.5, device=device)
     with torch.no_grad():
@@ -229,49 +229,56 @@ def bench_tmd(teacher: Teacher, outer_steps: int = 2, inner_steps: int = 2, head
 # ---------------------------------------------------------------------------------------------
 # `tmd-bench bench latency`: the methods' speed on a teacher, no training needed (issue: GPU recipe)
 
-LATENCY_PLAN = (("teacher-euler", 50, None), ("dmd2", 4, None), ("dmd2", 2, None), ("dmd2", 1, None),
+LATENCY_PLAN = (("teacher", 50, None), ("dmd2", 4, None), ("dmd2", 2, None), ("dmd2", 1, None),
                 ("tmd", 2, 2), ("tmd", 1, 2))  # (method, steps or M, N)
 
 
 def bench_latency(teacher: Teacher, plan=LATENCY_PLAN, head_blocks: int | None = None, warmup: int = 1,
-                  repeats: int = 3, prompt: str = "a red fox running through a snowy forest") -> list[dict]:
+                  repeats: int = 3, prompt: str = "a red fox running through a snowy forest",
+                  compile: bool = False) -> list[dict]:
     """Time each (method, steps) on ``teacher`` with the evaluation protocol (text encode, denoise,
     decode; warm-up, median of repeats, sync) and count its NFE and executed blocks while timing.
 
     Students are untrained (the teacher's weights, and for TMD a zero-initialised fusion): speed does
-    not depend on what the weights learned, so this needs no checkpoint and no download."""
+    not depend on what the weights learned, so this needs no checkpoint and no download.
+
+    ``teacher`` in the plan is the teacher with its checkpoint's own solver (UniPC for Wan, as
+    WanPipeline); ``compile``: regional torch.compile of the blocks, its cost in ``compile_s``."""
     from tmd_bench.distill.dmd2 import FullStudent, full_student_method
     from tmd_bench.distill.tmd import TMDConfig, TMDStudent, tmd_method
-    from tmd_bench.harness import Counter, measure_latency, teacher_method
+    from tmd_bench.harness import Counter, compile_blocks, measure_latency, teacher_method
 
     h = head_blocks or (5 if teacher.num_blocks >= 16 else max(1, teacher.num_blocks // 4))
-    dtype = next(teacher.transformer.parameters()).dtype
+    dtype = teacher.dtype
     rows = []
     for name, steps, inner in plan:
         extra: dict = {}
-        if name.startswith("teacher-"):
-            method = teacher_method(teacher, name.split("-", 1)[1])
-            row_id = f"{name}-s{steps}"
+        if name.startswith("teacher"):
+            method = teacher_method(teacher, name.split("-", 1)[1] if "-" in name else teacher.spec.solver)
+            row_id = f"{method.name}-s{steps}"
         elif name == "dmd2":
             student = FullStudent(teacher.transformer, "dmd2", {"steps": steps, "shift": None})
             method = full_student_method(student, "dmd2")
             row_id = f"dmd2-s{steps}"
         elif name == "tmd":
             cfg = TMDConfig(steps, inner, h)
-            student = TMDStudent(teacher.transformer, cfg).to(teacher.device, dtype).eval().requires_grad_(False)
+            student = TMDStudent(teacher.transformer, cfg).to(teacher.device).eval().requires_grad_(False)
             method = tmd_method(student)
             row_id, extra = f"tmd-{cfg.label}", {"inner_steps": inner, "head_blocks": h}
         else:
             raise ValueError(f"bench latency knows teacher-<solver>, dmd2 and tmd, not {name!r}")
+        if compile:
+            compile_blocks(method.blocks)
         with torch.no_grad(), Counter(method.network, method.blocks) as count:
             lat = measure_latency(method, teacher, prompt, 0, steps, warmup=warmup, repeats=repeats)
         runs = warmup + repeats
-        rows.append({"row_id": row_id, "method": name, "steps": steps, **extra, "nfe": method.declared_nfe(steps),
+        rows.append({"row_id": row_id, "method": method.name if name.startswith("teacher") else name, "steps": steps, **extra, "nfe": method.declared_nfe(steps),
                      "nfe_counted": count.network_rows / runs,
                      "effective_nfe": count.block_rows / (len(method.blocks) * runs),
                      "effective_nfe_declared": method.declared_effective_nfe(steps), **lat.columns(teacher.spec.frames),
                      "teacher": teacher.name, "random_weights": bool(teacher.meta.get("random_weights")),
                      "weights": "untrained students (timing only)", "device": str(teacher.device),
                      "dtype": str(dtype).replace("torch.", ""), "frames": teacher.spec.frames,
-                     "height": teacher.spec.height, "width": teacher.spec.width})
+                     "height": teacher.spec.height, "width": teacher.spec.width, "compile": compile,
+                     **({"compile_s": max(0.0, lat.first_total_s - lat.total_s)} if compile else {})})
     return rows

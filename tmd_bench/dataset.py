@@ -181,7 +181,7 @@ def _run(plan: _Plan, write: Callable[[int, int, int], None], rank: int = 0, wor
 
 
 def generate(teacher: Teacher, prompts: list[str], out: str | Path, *, steps: int = 50, guidance: float | None = None,
-             shift: float | None = None, solver: str = "euler", per_prompt: int = 1, seed: int = 0,
+             shift: float | None = None, solver: str | None = None, per_prompt: int = 1, seed: int = 0,
              shard_size: int = 256, batch_size: int = 8, prompts_source: str = "", command: str = "",
              rank: int = 0, world: int = 1, on_shard: Callable[[int], None] | None = None) -> dict:
     """Teacher samples (latents before decoding) and text embeddings for ``per_prompt`` clips per
@@ -195,7 +195,7 @@ def generate(teacher: Teacher, prompts: list[str], out: str | Path, *, steps: in
             raise DataError(f"{name} must be ≥ 1, got {v}")
     if not prompts:
         raise DataError("no prompts")
-    method = harness.teacher_method(teacher, solver, guidance, shift)
+    method = harness.teacher_method(teacher, solver or teacher.spec.solver, guidance, shift)
     sampler = method.config(steps)
     spec = teacher.spec
     identity = {
@@ -512,7 +512,8 @@ class ShardBatches:
         self.position += 1
         dev, dtype = self.teacher.device, self.teacher.dtype
         rows = (self.lo, self.hi, self.batch_size) if self.world > 1 else None
-        return Batch(prompts, latents.to(dev, dtype), text.to(dev, dtype), rows=rows)
+        # latents float32 (noising and losses run there), text embeddings in the compute dtype
+        return Batch(prompts, latents.to(dev, torch.float32), text.to(dev, dtype), rows=rows)
 
 
 def open_for(teacher: Teacher, folder: str | Path, batch_size: int, seed: int = 0, sharded: bool = False) -> ShardBatches:

@@ -30,15 +30,16 @@ import torch
 from safetensors.torch import save_file
 
 import tmd_bench
-from tmd_bench import distributed, harness, suites
+from tmd_bench import distributed, harness, runtime, suites
 from tmd_bench.progress import progress_bar
+from tmd_bench.registry import clip_text
 from tmd_bench.teachers import Teacher, load_teacher
 
 # Columns every results.csv has, in this order (others, e.g. per-metric ones, follow).
 CORE_COLUMNS = [
     "row_id", "method", "steps", "nfe", "nfe_counted", "effective_nfe", "effective_nfe_declared",
     "latency_text_s", "latency_denoise_s", "latency_decode_s", "latency_total_s", "latency_total_spread_s",
-    "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed",
+    "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed", "dtype",
 ]
 
 METRICS = ("shapes", "clip", "fidelity", "vbench-lite", "shapes-clip", "fd")  # --metrics choices
@@ -54,10 +55,16 @@ def register_method(prefix: str, factory: MethodFactory) -> None:
 
 
 def _teacher_factory(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Method:
-    parts = name.split("-")  # teacher-<solver>[-nocfg]
+    parts = name.split("-")  # teacher[-<solver>][-nocfg]; no solver: the checkpoint's own scheduler
+    if parts[1:2] in ([], ["nocfg"]):
+        parts.insert(1, teacher.spec.solver)
+    if len(parts) in (2, 3) and parts[1] not in harness.SOLVERS:
+        raise ValueError(f"unknown solver {clip_text(parts[1])!r} in {clip_text(name)!r}; solvers: "
+                         f"{', '.join(harness.SOLVERS)} (euler: tmd-bench's uniform grid; fmeuler, unipc: diffusers' "
+                         "schedulers as WanPipeline runs them)")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "nocfg"):
-        raise ValueError(f"unknown method {name!r}; teacher methods are teacher-<solver>[-nocfg] "
-                         f"with solver in {harness.SOLVERS}")
+        raise ValueError(f"unknown method {clip_text(name)!r}; teacher methods are teacher[-<solver>][-nocfg] "
+                         f"with solver in {', '.join(harness.SOLVERS)} (none: the checkpoint's scheduler)")
     guidance = 1.0 if len(parts) == 3 else cfg.guidance
     return harness.teacher_method(teacher, parts[1], guidance, cfg.shift)
 
@@ -118,7 +125,7 @@ def resolve_method(teacher: Teacher, cfg: "EvalConfig", name: str) -> harness.Me
 class EvalConfig:
     teacher: str = "shapes"
     teacher_path: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["teacher-euler"])
+    methods: list[str] = field(default_factory=lambda: ["teacher"])  # the checkpoint's own sampler
     steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 50])
     prompts: str | None = None  # suite name or file; None: the teacher's default suite
     limit: int | None = None
@@ -130,6 +137,8 @@ class EvalConfig:
     latency_repeats: int = 3
     preview: int = 4
     device: str = "cpu"
+    dtype: str | None = None  # compute dtype (None: runtime.default_dtype for the device and teacher)
+    compile: bool = False  # torch.compile the transformer blocks (compile time reported apart)
     frames: int | None = None  # video size overrides (default: the teacher's)
     height: int | None = None
     width: int | None = None
@@ -142,6 +151,8 @@ class EvalConfig:
     out: str = "runs/eval"
 
     def validate(self) -> None:
+        runtime.check_device(self.device)
+        runtime.check_dtype(self.dtype)
         if not self.steps:
             raise ValueError("--steps needs at least one step count")
         bad = [s for s in self.steps if s < 1]
@@ -162,6 +173,8 @@ class EvalConfig:
             raise ValueError("--metrics clip and shapes-clip both write clip_score; choose one")
         if self.batch_size < 1 or self.latency_repeats < 1 or self.latency_warmup < 0:
             raise ValueError("--batch-size and --latency-repeats must be ≥ 1, --latency-warmup ≥ 0")
+        if self.compile and self.latency_warmup < 1:
+            raise ValueError("--compile needs --latency-warmup ≥ 1: the first generation compiles, and is not timed")
 
 
 def parse_steps(text: str) -> list[int]:
@@ -223,7 +236,8 @@ def environment(device: torch.device) -> dict:
 def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
     args = ["tmd-bench", "evaluate", "--teacher", cfg.teacher, "--methods", method, "--steps", str(steps),
             "--prompts", cfg.prompts or "", "--seed", str(cfg.seed)]
-    for flag, v in (("--teacher-path", cfg.teacher_path), ("--limit", cfg.limit), ("--guidance", cfg.guidance),
+    for flag, v in (("--teacher-path", cfg.teacher_path), ("--dtype", cfg.dtype), ("--limit", cfg.limit),
+                    ("--guidance", cfg.guidance),
                     ("--shift", cfg.shift), ("--frames", cfg.frames), ("--height", cfg.height),
                     ("--width", cfg.width), ("--inner-steps", cfg.inner_steps if method == "tmd" else None)):
         if v is not None:
@@ -231,6 +245,8 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
     for m, p in cfg.checkpoints.items():
         if m == method.split("-", 1)[0]:
             args += ["--checkpoint", f"{m}={p}"]
+    if cfg.compile:
+        args.append("--compile")
     if cfg.metrics is not None:
         args += ["--metrics", ",".join(cfg.metrics)]
         if "clip" in cfg.metrics or "vbench-lite" in cfg.metrics:
@@ -241,19 +257,30 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
 def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
     """Run the evaluation described by ``cfg``; returns the results table (also on disk)."""
     cfg.validate()
+    if teacher is None:  # resolve the teacher and check the size before any output or model load
+        runtime.prepare_teacher(cfg.teacher, cfg.teacher_path, cfg.frames, cfg.height, cfg.width)
+    if cfg.prompts:
+        suites.load_suite(cfg.prompts)  # a bad prompt file fails before the teacher loads
     out = prepare_out(cfg.out) if distributed.is_main() else Path(cfg.out)  # under torchrun: rank 0 writes
-    device = torch.device(cfg.device)
-    teacher = teacher or load_teacher(cfg.teacher, cfg.teacher_path, device=device)
-    size = {k: v for k, v in (("frames", cfg.frames), ("height", cfg.height), ("width", cfg.width)) if v}
-    if size:
-        if teacher.spec.world == "shapes":
-            raise ValueError("the Shapes teacher samples at its trained size; --frames/--height/--width are for Wan teachers")
-        teacher.spec = replace(teacher.spec, **size)
+    if teacher is None:
+        teacher = runtime.load(cfg.teacher, cfg.teacher_path, cfg.device, cfg.dtype, cfg.frames, cfg.height, cfg.width)
+    else:
+        size = {k: v for k, v in (("frames", cfg.frames), ("height", cfg.height), ("width", cfg.width)) if v}
+        if size:
+            if teacher.spec.world == "shapes":
+                raise ValueError("the Shapes teacher samples at its trained size; --frames/--height/--width are for "
+                                 "Wan teachers")
+            teacher.spec = replace(teacher.spec, **size)
+    device = teacher.device
+    dtype = runtime.dtype_name(teacher.dtype)
     cfg.prompts = cfg.prompts or default_suite(teacher.spec)
     suite = suites.load_suite(cfg.prompts).head(cfg.limit)
     if teacher.spec.world == "shapes":
         suites.check_world_prompts(suite)
     methods = [resolve_method(teacher, cfg, m) for m in cfg.methods]
+    if cfg.compile:
+        for method in methods:
+            harness.compile_blocks(method.blocks)
     metrics = cfg.metrics if cfg.metrics is not None else (
         list(SHAPES_DEFAULT_METRICS) if teacher.spec.world == "shapes" else [])
     wrong_world = [m for m in metrics if m in SHAPES_ONLY_METRICS]
@@ -296,8 +323,9 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                     "steps": steps, "nfe": method.declared_nfe(steps), "nfe_counted": gen.nfe_counted,
                     "effective_nfe": gen.effective_nfe_counted,
                     "effective_nfe_declared": method.declared_effective_nfe(steps),
-                    **lat.columns(teacher.spec.frames), "teacher": teacher.name, "suite": suite.name,
-                    "num_clips": len(prompts), "seed": cfg.seed,
+                    **lat.columns(gen.videos.shape[2]), "teacher": teacher.name, "suite": suite.name,
+                    "num_clips": len(prompts), "seed": cfg.seed, "dtype": dtype, "compile": cfg.compile,
+                    **({"compile_s": max(0.0, lat.first_total_s - lat.total_s)} if cfg.compile else {}),
                     **{k: v for k, v in method.columns(steps).items() if k != "config_label"},
                 }
                 per_clip: list[dict] = []
@@ -323,17 +351,24 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
                     "method": method.name, "config": method.config(steps),
                     "teacher": {"name": teacher.name, "path": str(teacher.path),
                                 "checkpoint_sha256": teacher.checkpoint_hash(),
-                                "dtype": str(teacher.dtype).replace("torch.", "")},
+                                "dtype": dtype, "sampling_source": teacher.spec.sampling_source,
+                                "scheduler": (teacher.scheduler_config or {}).get("_class_name")},
+                    "precision": {"compute_dtype": dtype, "latents": "float32", "solver_state": "float32",
+                                  "vae": runtime.dtype_name(getattr(getattr(teacher.codec, "vae", None), "dtype",
+                                                                    "float32"))},
                     "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256,
                               "num_prompts": len(prompts)},
                     "seeds": {"base": cfg.seed, "rule": "clip i uses seed base + i for its initial noise"},
                     "videos_per_prompt": 1,
-                    "video": {"frames": teacher.spec.frames, "height": teacher.spec.height,
-                              "width": teacher.spec.width},
+                    "video": {"frames": gen.videos.shape[2], "height": gen.videos.shape[3],
+                              "width": gen.videos.shape[4], "fps": teacher.spec.fps},
                     "latency_protocol": {"warmup": lat.warmup, "repeats": lat.repeats, "batch_size": lat.batch_size,
                                          "statistic": "median; spread = max − min of total",
                                          "synchronised": device.type == "cuda", "memory": lat.memory_kind,
-                                         "attention_backend": "torch SDPA (default choice)", "torch_compile": False},
+                                         "attention_backend": "torch SDPA (default choice)",
+                                         "torch_compile": "transformer blocks (regional)" if cfg.compile else False,
+                                         "compile_time": "first warm-up generation − median (compile_s column)"
+                                         if cfg.compile else None},
                     "metrics": metric_impls, **env,
                     "command": reproduce_command(cfg, method.name, steps),
                     "results": row,
@@ -383,7 +418,8 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
 
         ref = teacher_reference(cfg, teacher, prompts, seeds, suite, out)
         row["psnr_teacher"], row["ssim_teacher"] = paired_psnr_ssim(videos, ref)
-        impls["fidelity"] = {"implementation": "torchmetrics PSNR/SSIM vs teacher-euler 50 steps, same noise",
+        impls["fidelity"] = {"implementation": f"torchmetrics PSNR/SSIM vs teacher-{teacher.spec.solver} 50 steps (the checkpoint's "
+                                                  "own solver), same noise",
                              "weights_sha256": None}
         if "clip" in metrics:
             b, f = videos.shape[0], videos.shape[2]
@@ -401,11 +437,12 @@ def teacher_reference(cfg: EvalConfig, teacher: Teacher, prompts: list[str], see
     from safetensors.torch import load_file
 
     key = json.dumps([teacher.checkpoint_hash(), suite.sha256, len(prompts), seeds[0], cfg.guidance, cfg.shift,
-                      teacher.spec.frames, teacher.spec.height, teacher.spec.width])
-    path = out / "reference" / f"teacher-euler-50-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+                      teacher.spec.frames, teacher.spec.height, teacher.spec.width, teacher.spec.solver,
+                      runtime.dtype_name(teacher.dtype)])
+    path = out / "reference" / f"teacher-{teacher.spec.solver}-50-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
     if path.is_file():
         return load_file(str(path))["videos"]
-    method = harness.teacher_method(teacher, "euler", cfg.guidance, cfg.shift)
+    method = harness.teacher_method(teacher, teacher.spec.solver, cfg.guidance, cfg.shift)
     videos = harness.generate(method, teacher, prompts, seeds, 50, cfg.batch_size).videos
     path.parent.mkdir(exist_ok=True)
     save_file({"videos": videos.contiguous()}, str(path), metadata={"key": key})

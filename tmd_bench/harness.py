@@ -82,12 +82,16 @@ class Method:
         return len(self.blocks)
 
 
-SOLVERS = ("euler", "unipc")
+# euler: tmd-bench's uniform-grid Euler; fmeuler: diffusers' FlowMatchEulerDiscreteScheduler;
+# unipc: diffusers' UniPCMultistepScheduler as WanPipeline runs it.
+SOLVERS = ("euler", "fmeuler", "unipc")
 
 
 def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | None = None,
                    shift: float | None = None) -> Method:
-    """The teacher at k steps: Euler or UniPC on the flow ODE, with Wan's shift and CFG."""
+    """The teacher at k steps on the flow ODE, with Wan's shift and CFG: ``euler`` (uniform grid,
+    tmd-bench's), ``fmeuler`` or ``unipc`` (diffusers' schedulers, configured from the checkpoint's
+    ``scheduler/`` as WanPipeline does; equal to ``WanPipeline.__call__`` on the same noise)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
     w = teacher.spec.guidance if guidance is None else guidance
@@ -97,8 +101,10 @@ def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | No
     def sample(noise, text, negative, steps, seeds=None):
         v = sampling.guided(teacher.velocity, text, negative, w)
         if solver == "euler":
-            return sampling.sample_euler(v, noise, sampling.euler_grid(steps, gamma))
-        return sampling.sample_unipc(v, noise, steps, gamma)
+            return sampling.sample_euler(v, noise.float(), sampling.euler_grid(steps, gamma))
+        if solver == "fmeuler":
+            return sampling.sample_flowmatch_euler(v, noise, steps, gamma, teacher.scheduler_config)
+        return sampling.sample_unipc(v, noise, steps, gamma, teacher.scheduler_config)
 
     name = f"teacher-{solver}" + ("" if w != 1.0 else "-nocfg")
     return Method(
@@ -106,16 +112,19 @@ def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | No
         declared_nfe=lambda steps: steps * per_step,
         declared_effective_nfe=lambda steps: steps * per_step,
         network=teacher.transformer, blocks=list(teacher.transformer.blocks),
-        config=lambda steps: {"solver": solver, "steps": steps, "guidance": w, "shift": gamma},
+        config=lambda steps: {"solver": solver, "steps": steps, "guidance": w, "shift": gamma,
+                              "sampling_source": "option" if shift is not None else teacher.spec.sampling_source},
         columns=lambda steps: {"solver": solver, "guidance": w, "shift": gamma},
     )
 
 
 def noise_for_seeds(teacher: Teacher, seeds: list[int]) -> torch.Tensor:
-    """Initial noise per clip from its own seed: a clip's sample does not depend on its batch."""
+    """Initial noise per clip from its own seed: a clip's sample does not depend on its batch. float32
+    whatever the compute dtype (WanPipeline's ``prepare_latents`` draws float32 from a CPU generator
+    the same way: ``generator=torch.Generator().manual_seed(s)`` gives clip s the same noise there)."""
     shape = teacher.latent_shape(1)[1:]
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
-        teacher.device, teacher.dtype)
+        teacher.device, torch.float32)
 
 
 @dataclass
@@ -161,8 +170,10 @@ class Latency:
     batch_size: int
     peak_memory_mb: float
     memory_kind: str
+    first_total_s: float = float("nan")  # the first (warm-up) generation: includes torch.compile's compilation
 
     def columns(self, frames: int) -> dict:
+        """Latency columns; ``frames``: the frames each clip actually has (what fps counts)."""
         return {
             "latency_text_s": self.text_s, "latency_denoise_s": self.denoise_s,
             "latency_decode_s": self.decode_s, "latency_total_s": self.total_s,
@@ -193,6 +204,8 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
         teacher.decode(latents)
         sync(device)
         t3 = time.perf_counter()
+        if i == 0:
+            first = t3 - t0
         if i >= warmup:
             runs.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
     med = [statistics.median(r[k] for r in runs) for k in range(4)]
@@ -202,4 +215,23 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
     else:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak, kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
-    return Latency(*med, max(totals) - min(totals), repeats, warmup, batch_size, peak, kind)
+    return Latency(*med, max(totals) - min(totals), repeats, warmup, batch_size, peak, kind, first)
+
+
+def compile_blocks(blocks: list[torch.nn.Module], **options) -> int:
+    """Regional ``torch.compile`` (diffusers' ``compile_repeated_blocks`` idea): each transformer
+    block's ``forward`` goes through torch.compile; identical blocks share one compiled graph, and
+    the modules' hooks (the NFE counter) run outside the compiled region, so counts stay exact.
+    Blocks shared between a teacher and a student are compiled once. Returns how many were new.
+    ``TMD_BENCH_COMPILE_BACKEND`` picks torch.compile's backend (default inductor; the tests use
+    "eager", which traces without code generation)."""
+    import os
+
+    options.setdefault("backend", os.environ.get("TMD_BENCH_COMPILE_BACKEND", "inductor"))
+    n = 0
+    for block in blocks:
+        if not getattr(block, "_tmd_bench_compiled", False):
+            block.forward = torch.compile(block.forward, **options)
+            block._tmd_bench_compiled = True
+            n += 1
+    return n

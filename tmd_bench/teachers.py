@@ -19,109 +19,43 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).parent / "assets"
-SHAPES_TEACHER_DIR = ASSETS / "shapes-teacher"
-META_FILE = "tmd_bench.json"
-
-# Wan2.1's default negative prompt (from the Wan repository), used for CFG on Wan teachers.
-WAN_NEGATIVE_PROMPT = (
-    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, "
-    "static, overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, "
-    "extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, "
-    "fused fingers, still picture, messy background, three legs, many people in the background, "
-    "walking backwards"
+from tmd_bench.registry import (  # noqa: F401 - re-exported: the torch-free half of this module
+    ASSETS, META_FILE, SHAPES_TEACHER_DIR, TEACHERS, WAN_NEGATIVE_PROMPT, TeacherNotFound, TeacherSpec, get_spec,
+    read_geometry, read_json, resolve_spec, resolve_teacher_dir, scheduler_config, scheduler_defaults,
 )
 
 
-class TeacherNotFound(FileNotFoundError):
-    """A teacher's files are not on this machine. The message says how to get them."""
+def compute_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a network computes in.
+
+    diffusers keeps some modules in float32 whatever the load dtype (``_keep_in_fp32_modules``:
+    Wan's ``scale_shift_table``, ``time_embedder``, norms), so "the first parameter's dtype" is
+    wrong for a bf16 Wan transformer; ``ModelMixin.dtype`` skips those modules. Wrappers of ours
+    (TMD/MeanFlow students) expose the transformer they wrap."""
+    inner = getattr(module, "transformer", None)
+    if isinstance(inner, torch.nn.Module) and inner is not module:
+        return compute_dtype(inner)
+    dtype = getattr(module, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
 
 
-@dataclass(frozen=True)
-class TeacherSpec:
-    """What a teacher is and how it samples by default."""
-
-    name: str
-    description: str
-    repo_id: str | None = None  # Hugging Face repository of the diffusers-format checkpoint
-    world: str | None = None  # "shapes" when the Shapes oracle can score its samples
-    frames: int = 81
-    height: int = 480
-    width: int = 832
-    shift: float = 5.0  # Wan's sampling shift
-    guidance: float = 5.0  # CFG scale
-    negative_prompt: str = WAN_NEGATIVE_PROMPT
-    max_sequence_length: int = 512
-    vae_stride: tuple[int, int, int] = (4, 8, 8)  # (time, height, width); (1, 1, 1) = identity codec
+def wan_timestep(t: torch.Tensor) -> torch.Tensor:
+    """Flow time t ∈ [0, 1] → Wan's timestep ``1000·t`` in float32, never in the compute dtype:
+    bf16 holds 999 as 1000 and 875 as 876, and WanPipeline feeds the scheduler's timesteps
+    (int64 / float32) to the network, which embeds them in float32."""
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return (1000 * t).to(torch.float32)  # t float64 (the schedulers' timestep / 1000): exact
 
 
-TEACHERS: dict[str, TeacherSpec] = {
-    "shapes": TeacherSpec(
-        name="shapes",
-        description="Wan-architecture miniature trained on the Shapes world (ships with tmd-bench)",
-        world="shapes",
-        frames=8, height=24, width=24,
-        shift=3.0, guidance=4.0, negative_prompt="", max_sequence_length=16,
-        vae_stride=(1, 1, 1),
-    ),
-    "wan2.1-1.3b": TeacherSpec(
-        name="wan2.1-1.3b",
-        description="Wan2.1 text-to-video 1.3B (diffusers format)",
-        repo_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-    ),
-    "wan2.1-14b": TeacherSpec(
-        name="wan2.1-14b",
-        description="Wan2.1 text-to-video 14B (diffusers format)",
-        repo_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
-    ),
-}
+def clean_prompt(text: str) -> str:
+    """Clean a prompt exactly as diffusers' WanPipeline does (ftfy when installed, HTML unescape,
+    whitespace) by calling its own function."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-
-def get_spec(name: str) -> TeacherSpec:
-    try:
-        return TEACHERS[name]
-    except KeyError:
-        raise ValueError(f"unknown teacher {name!r}; known teachers: {', '.join(TEACHERS)}") from None
-
-
-def resolve_teacher_dir(name: str, path: str | Path | None = None) -> Path:
-    """The local folder holding ``name``'s files, without any network access."""
-    spec = get_spec(name)
-    if path is not None:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise TeacherNotFound(f"--teacher-path {folder}: no such folder")
-    elif name == "shapes":
-        folder = SHAPES_TEACHER_DIR
-        if not (folder / "transformer").is_dir():
-            raise TeacherNotFound(
-                f"the shipped shapes teacher is missing from {folder}; "
-                "recreate it with `tmd-bench teacher train --export`"
-            )
-    else:
-        folder = _hub_cache_dir(spec)
-    missing = [p for p in ("transformer/config.json", "text_encoder", "tokenizer") if not (folder / p).exists()]
-    if missing:
-        hint = f" (the {spec.repo_id} layout)" if spec.repo_id else ""
-        raise TeacherNotFound(
-            f"{folder} is not a diffusers Wan checkpoint folder{hint}: missing {', '.join(missing)}"
-        )
-    return folder
-
-
-def _hub_cache_dir(spec: TeacherSpec) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(spec.repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        raise TeacherNotFound(
-            f"teacher {spec.name!r} needs the checkpoint {spec.repo_id}, which is not in the local "
-            f"Hugging Face cache. Download it where you have network access:\n"
-            f"    huggingface-cli download {spec.repo_id} --local-dir /path/to/{spec.name}\n"
-            f"then pass --teacher-path /path/to/{spec.name} (or copy the Hugging Face cache here)."
-        ) from None
+    return prompt_clean(text)
 
 
 class IdentityCodec(torch.nn.Module):
@@ -169,6 +103,7 @@ class Teacher:
     codec: torch.nn.Module
     path: Path | None = None
     meta: dict = field(default_factory=dict)
+    scheduler_config: dict | None = None  # the checkpoint's scheduler/scheduler_config.json, if any
     _hash: str | None = field(default=None, repr=False)  # the weights do not change once loaded
 
     @property
@@ -181,7 +116,9 @@ class Teacher:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        """The transformer's compute dtype (bf16 for a bf16 Wan even though diffusers keeps its
+        norms and modulation tables in float32); latents and solver state stay float32."""
+        return compute_dtype(self.transformer)
 
     @property
     def num_blocks(self) -> int:
@@ -202,6 +139,7 @@ class Teacher:
         """UMT5 embeddings ``(B, max_sequence_length, D)``, zero past each prompt's end (Wan's
         convention, from diffusers' WanPipeline)."""
         n = self.spec.max_sequence_length
+        prompts = [clean_prompt(p) for p in prompts]
         tok = self.tokenizer(prompts, padding="max_length", max_length=n, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
@@ -209,10 +147,12 @@ class Teacher:
         return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Teacher velocity ``v(x_t, t, c) ≈ E[x1 − x | x_t]``; t in [0, 1] (Wan takes 1000·t)."""
+        """Teacher velocity ``v(x_t, t, c) ≈ E[x1 − x | x_t]``; t in [0, 1] (Wan takes 1000·t, in
+        float32). The network runs in the compute dtype; what it returns is in that dtype too."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        return self.transformer(x.to(self.dtype), (1000 * t).to(self.dtype), text, return_dict=False)[0]
+        dtype = self.dtype
+        return self.transformer(x.to(dtype), wan_timestep(t).to(x.device), text.to(dtype), return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(latents)
@@ -265,14 +205,7 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     _quiet_hub_progress()
-    spec = get_spec(name)
-    folder = resolve_teacher_dir(name, path)
-    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
-    overrides = {k: meta[k] for k in ("world", "frames", "height", "width", "shift", "guidance",
-                                      "negative_prompt", "max_sequence_length") if k in meta}
-    if "vae_stride" in meta:
-        overrides["vae_stride"] = tuple(meta["vae_stride"])
-    spec = replace(spec, **overrides)
+    folder, spec, meta = resolve_spec(name, path)
     transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype,
                                                         use_safetensors=True)
     text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype,
@@ -289,7 +222,7 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
         codec = IdentityCodec()
     for module in (transformer, text_encoder, codec):
         module.to(device).eval().requires_grad_(False)
-    return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta)
+    return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder))
 
 
 def weights_hash(folder: Path) -> str:
