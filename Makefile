@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tmd-bench-installed
-# The project itself only asks for torch>=2.4 (bring your CUDA build); the set-up pins the
+# The project itself only asks for torch>=2.6 (bring your CUDA build; 2.5.1 and older have a published
+# torch.load weights_only bypass); the set-up pins the
 # CPU-capable build that this machine kind installs from local disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 

@@ -15,8 +15,8 @@ def architecture(config) -> tuple:
 
 def read_student(folder: str | Path, teacher, method: str, config_file: str):
     """``(meta, transformer)`` of the student in ``folder``; a clear error when it is not a
-    ``method`` student distilled from ``teacher``."""
-    from diffusers import WanTransformer3DModel
+    ``method`` student distilled from ``teacher``, or its files are missing, corrupt or pickled."""
+    from tmd_bench.registry import clip_text, read_json
 
     folder = Path(folder)
     path = folder / config_file
@@ -24,13 +24,39 @@ def read_student(folder: str | Path, teacher, method: str, config_file: str):
         other = next((f for f in ("tmd_config.json", "student_config.json") if (folder / f).is_file()), None)
         hint = f" (it holds {other})" if other else ""
         raise FileNotFoundError(f"{folder} is not a {method} checkpoint (no {config_file}){hint}")
-    meta = json.loads(path.read_text())
+    meta = read_json(path)
+    missing = [k for k in ("method", "teacher", "num_blocks") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: not a tmd-bench student config (missing {', '.join(missing)})")
     if meta.get("method") != method:
-        raise ValueError(f"{folder} holds a {meta.get('method')!r} student, not a {method!r} one")
+        raise ValueError(f"{folder} holds a {clip_text(meta.get('method'))!r} student, not a {method!r} one")
     if meta["teacher"] != teacher.name or meta["num_blocks"] != teacher.num_blocks:
-        raise ValueError(f"{folder} was distilled from teacher {meta['teacher']!r} ({meta['num_blocks']} blocks), "
-                         f"not from {teacher.name!r} ({teacher.num_blocks} blocks)")
-    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype)
+        raise ValueError(f"{folder} was distilled from teacher {clip_text(meta['teacher'])!r} ({meta['num_blocks']} "
+                         f"blocks), not from {teacher.name!r} ({teacher.num_blocks} blocks)")
+    return meta, load_transformer(folder, teacher)
+
+
+def load_transformer(folder: Path, teacher):
+    """The student's ``transformer/`` from safetensors only (a pickled ``.bin`` is refused, never loaded),
+    in the teacher's compute dtype; a missing or corrupt file is a one-line error naming it."""
+    from diffusers import WanTransformer3DModel
+
+    sub = folder / "transformer"
+    if not (sub / "config.json").is_file():
+        raise FileNotFoundError(f"{sub}: no config.json (not a diffusers transformer folder)")
+    if not list(sub.glob("*.safetensors")):
+        pickles = [f.name for f in sub.glob("*.bin")] + [f.name for f in sub.glob("*.pt")]
+        extra = f"; it has {', '.join(pickles)}: pickle formats are never loaded" if pickles else ""
+        raise FileNotFoundError(f"{sub}: no .safetensors weights{extra}")
+    try:
+        transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype,
+                                                            use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{sub}: the weights cannot be read ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type (SafetensorError) is not importable by name
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{sub}: the weights are corrupt or truncated ({e})") from None
     if architecture(transformer.config) != architecture(teacher.transformer.config):
         raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
-    return meta, transformer
+    return transformer

@@ -46,6 +46,40 @@ def _user_error_types() -> tuple[type, ...]:
     return tuple(types)
 
 
+# Environment errors a user can act on (disk full, read-only or unwritable folder, a file where a folder
+# is expected): one line naming the path, not a traceback.
+_ENV_ERRNOS = {"ENOSPC": "the disk is full: free space or choose another folder",
+               "EDQUOT": "the disk quota is exceeded: free space or choose another folder",
+               "EROFS": "the file system is read-only: choose another folder",
+               "EACCES": "permission denied: choose a folder you can write to",
+               "EPERM": "operation not permitted: choose a folder you can write to",
+               "ENOTDIR": "a file stands where a folder is expected", "EISDIR": "a folder stands where a file is expected",
+               "ENAMETOOLONG": "the path is too long"}
+MAX_MESSAGE = 600  # characters of an error line: input is never echoed unbounded
+
+
+def _environment_error(e: BaseException) -> str | None:
+    import errno
+
+    if not isinstance(e, OSError) or e.errno is None:
+        return None
+    name = errno.errorcode.get(e.errno, "")
+    if name not in _ENV_ERRNOS:
+        return None
+    where = e.filename or "the output folder"
+    return f"cannot write {where}: {e.strerror or name} ({_ENV_ERRNOS[name]}); files already written are intact"
+
+
+def _safetensors_error(e: BaseException) -> bool:
+    module = sys.modules.get("safetensors")
+    return module is not None and isinstance(e, getattr(module, "SafetensorError", ()))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).splitlines())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 def user_errors(fn):
     """Turn the toolkit's user-facing exceptions into a one-line message and exit status 2."""
 
@@ -58,9 +92,14 @@ def user_errors(fn):
                           "re-run (training: with --resume) to continue.")
             raise typer.Exit(130)
         except Exception as e:  # noqa: BLE001 - re-raised unless it is a user-facing error
-            if not isinstance(e, _user_error_types()):
-                raise
-            console.print("[bold red]error:[/] " + _escape(str(e)), highlight=False, soft_wrap=True)
+            message = _environment_error(e)
+            if message is None and _safetensors_error(e):
+                message = f"a .safetensors file is corrupt or truncated ({e}); re-create or re-download it"
+            if message is None and isinstance(e, _user_error_types()):
+                message = str(e)
+            if message is None:
+                raise  # an internal error: its traceback is what a bug report needs
+            console.print("[bold red]error:[/] " + _escape(_one_line(message)), highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
@@ -258,6 +297,16 @@ def distill(
         raise ValueError(f"unknown method {clip_text(method)!r}; available: tmd, dmd2, rcm, kd, meanflow")
     runtime.check_device(device)
     runtime.check_dtype(dtype)
+    runtime.check_seed(seed)
+    runtime.check_number("--checkpoint-every", checkpoint_every, 1)
+    runtime.check_number("--steps", steps, 1, 16)
+    for flag, v in (("--iterations", iterations), ("--stage1-iterations", stage1_iterations),
+                    ("--stage2-iterations", stage2_iterations), ("--kd-pairs", kd_pairs)):
+        runtime.check_number(flag, v, 1, 10_000_000)
+    runtime.check_number("--kd-teacher-steps", kd_teacher_steps, 1, runtime.MAX_STEPS)
+    runtime.check_number("--outer-steps", outer_steps, 1, 16)
+    runtime.check_number("--inner-steps", inner_steps, 1, 64)
+    runtime.check_number("--batch-size", batch_size, 1, 1_000_000)
     runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
     size = dict(frames=frames, height=height, width=width)
     if prompts is not None and method not in ("kd", "dmd2"):
@@ -462,6 +511,11 @@ def bench_tmd(
     from tmd_bench import runtime
 
     runtime.check_dtype(dtype)
+    runtime.check_device(device, allow_meta=True)
+    for flag, v, lo in (("--outer-steps", outer_steps, 1), ("--inner-steps", inner_steps, 1),
+                        ("--head-blocks", head_blocks, 1), ("--batch-size", batch_size, 1),
+                        ("--repeats", repeats, 1), ("--warmup", warmup, 0), ("--sampler-batch", sampler_batch, 1)):
+        runtime.check_number(flag, v, lo, 10_000)
     if device == "meta" and not random_weights:
         raise typer.BadParameter("--device meta counts FLOPs of an architecture: use it with --random-weights")
     if random_weights:
@@ -512,6 +566,9 @@ def bench_latency(
     from tmd_bench import runtime
 
     runtime.check_dtype(dtype)
+    runtime.check_device(device)
+    for flag, v, lo in (("--head-blocks", head_blocks, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
+        runtime.check_number(flag, v, lo, 10_000)
     if compile_ and warmup < 1:
         raise ValueError("--compile needs --warmup ≥ 1: the first generation compiles, and is not timed")
     out = prepare_out(out)
@@ -577,8 +634,13 @@ def teacher_train(
     from tmd_bench.teacher_train import TeacherTrainConfig, train_teacher
     from tmd_bench.teachers import SHAPES_TEACHER_DIR
 
-    if steps < 1:
-        raise ValueError(f"--steps must be ≥ 1, got {steps}")
+    runtime.check_device(device)
+    runtime.check_seed(seed)
+    runtime.check_number("--steps", steps, 1, 100_000_000)
+    runtime.check_number("--batch-size", batch_size, 1, 1_000_000)
+    runtime.check_number("--checkpoint-every", checkpoint_every, 1)
+    runtime.check_number("--lr", lr, 0, 10, lo_open=True)
+    runtime.check_number("--final-lr-ratio", final_lr_ratio, 0, 1)
     if decay_from and not 0 < decay_from < steps:
         raise ValueError(f"--decay-from must lie between 0 and --steps ({steps}), got {decay_from}")
     cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, decay_from=decay_from,
@@ -659,6 +721,13 @@ def data_generate(
 
     runtime.check_device(device)
     runtime.check_dtype(dtype)
+    runtime.check_seed(seed)
+    runtime.check_sampling(guidance, shift)
+    runtime.check_number("--steps", steps, 1, runtime.MAX_STEPS)
+    for flag, v in (("--per-prompt", per_prompt), ("--shard-size", shard_size), ("--batch-size", batch_size)):
+        runtime.check_number(flag, v, 1, 1_000_000)
+    if solver is not None and solver not in ("euler", "fmeuler", "unipc"):
+        raise ValueError(f"--solver must be euler, fmeuler or unipc, got {solver[:40]!r}")
     runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
     suite = load_suite(prompts)
 
@@ -707,6 +776,8 @@ def data_encode(
 
     runtime.check_device(device)
     runtime.check_dtype(dtype)
+    for flag, v in (("--frame-stride", frame_stride), ("--shard-size", shard_size)):
+        runtime.check_number(flag, v, 1, 1_000_000)
     runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
 
     from tmd_bench import dataset, distributed

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -153,6 +154,13 @@ class EvalConfig:
     def validate(self) -> None:
         runtime.check_device(self.device)
         runtime.check_dtype(self.dtype)
+        runtime.check_seed(self.seed)
+        runtime.check_sampling(self.guidance, self.shift)
+        runtime.check_number("--inner-steps", self.inner_steps, 1, 64)
+        runtime.check_number("--preview", self.preview, 0)
+        too_many = [s for s in self.steps if s > runtime.MAX_STEPS]
+        if too_many:
+            raise ValueError(f"--steps must be ≤ {runtime.MAX_STEPS}, got {too_many[0]}")
         if not self.steps:
             raise ValueError("--steps needs at least one step count")
         bad = [s for s in self.steps if s < 1]
@@ -178,17 +186,21 @@ class EvalConfig:
 
 
 def parse_steps(text: str) -> list[int]:
-    """``"1,2,4"`` → ``[1, 2, 4]``; anything else is a ValueError that says what is expected."""
-    try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--steps takes comma-separated positive integers (e.g. 1,2,4,50), got {text!r}") from None
-    if not steps:
-        raise ValueError(f"--steps takes comma-separated positive integers (e.g. 1,2,4,50), got {text!r}")
+    """``"1,2,4"`` → ``[1, 2, 4]`` (each in [1, MAX_STEPS], no empty items, duplicates dropped in order);
+    anything else is a ValueError that says what is expected."""
+    expected = f"--steps takes comma-separated positive integers (e.g. 1,2,4,50), got {clip_text(text)!r}"
+    items = [s.strip() for s in text.split(",")]
+    if not text.strip() or any(not s for s in items):
+        raise ValueError(expected + (" (an empty item)" if text.strip() else ""))
+    if not all(re.fullmatch(r"-?[0-9]+", s) for s in items):
+        raise ValueError(expected)
+    steps = [int(s) for s in items]
     for s in steps:
         if s < 1:
             raise ValueError(f"--steps must be positive integers, got {s}")
-    return steps
+        if s > runtime.MAX_STEPS:
+            raise ValueError(f"--steps must be ≤ {runtime.MAX_STEPS}, got {s}")
+    return list(dict.fromkeys(steps))
 
 
 def default_suite(teacher_spec) -> str:
@@ -254,9 +266,41 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
     return shlex.join(args)
 
 
+def read_results(path: Path) -> list[dict]:
+    """The rows of an existing ``results.csv`` (empty when there is none); a file that is not one written by
+    ``tmd-bench evaluate`` is a one-line error naming it, raised before anything is computed or written."""
+    if not path.exists():
+        return []
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise ValueError(f"{path}: not a readable results table ({clip_text(str(e).splitlines()[0], 160)}); "
+                         "choose another --out or remove it") from None
+    if "row_id" not in df.columns:
+        raise ValueError(f"{path} has no row_id column: not written by `tmd-bench evaluate`; choose another --out")
+    return df.to_dict("records")
+
+
 def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
-    """Run the evaluation described by ``cfg``; returns the results table (also on disk)."""
+    """Run the evaluation described by ``cfg``; returns the results table (also on disk).
+
+    Everything that can be checked is checked before any output is written; a run that fails before
+    writing its first row removes the run folder it created."""
     cfg.validate()
+    read_results(Path(cfg.out) / "results.csv")  # an incompatible run folder fails before any compute
+    created = not Path(cfg.out).exists()
+    try:
+        return _evaluate(cfg, console, teacher)
+    except BaseException:
+        out = Path(cfg.out)
+        if created and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)  # nothing was written: leave no empty run folder behind
+        raise
+
+
+def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
     if teacher is None:  # resolve the teacher and check the size before any output or model load
         runtime.prepare_teacher(cfg.teacher, cfg.teacher_path, cfg.frames, cfg.height, cfg.width)
     if cfg.prompts:
@@ -300,7 +344,7 @@ def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> p
     env = environment(device)
     commit = git_commit()
     results_path = out / "results.csv"
-    rows: list[dict] = pd.read_csv(results_path).to_dict("records") if results_path.exists() else []
+    rows = read_results(results_path)
     for d in ("cards", "per_clip", "samples"):
         (out / d).mkdir(exist_ok=True)
 

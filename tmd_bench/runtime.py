@@ -101,3 +101,36 @@ def load(name: str, path: str | Path | None, device: str, dtype: str | None, fra
     t = load_teacher(name, folder, device=device, dtype=resolve_dtype(dtype, device, name))
     t.spec = replace(t.spec, frames=spec.frames, height=spec.height, width=spec.width)
     return t
+
+
+# ---------------------------------------------------------------------------------------------
+# Option checks: every number a command takes is finite and in a sane range before any work.
+
+MAX_STEPS = 1000  # a sampler step count above Wan's 1000 training timesteps means nothing
+MAX_SEED = 2**31 - 1  # seeds are combined (seed·1_000_003 + i…) and must stay inside int64
+
+
+def check_number(flag: str, value, lo=None, hi=None, *, lo_open: bool = False, integer: bool = False) -> None:
+    """``value`` finite and within [lo, hi] (``lo_open``: strictly above lo); None means unset."""
+    import math
+
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number, got {value}")
+    if integer and not isinstance(value, int):
+        raise ValueError(f"{flag} must be an integer, got {registry.clip_text(value)}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ValueError(f"{flag} must be {'>' if lo_open else '≥'} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{flag} must be ≤ {hi}, got {value}")
+
+
+def check_seed(value: int | None, flag: str = "--seed") -> None:
+    check_number(flag, value, 0, MAX_SEED)
+
+
+def check_sampling(guidance: float | None, shift: float | None) -> None:
+    """CFG scale finite and ≥ 0 (1: no guidance); shift finite and > 0 (the shift map needs γ > 0)."""
+    check_number("--guidance", guidance, 0, 100)
+    check_number("--shift", shift, 0, 1000, lo_open=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tmd_bench.registry import clip_text
+
 
 class SuiteError(ValueError):
     """A prompt suite that cannot be used; the message says where and why."""
@@ -83,14 +85,16 @@ def load_suite(name_or_path: str) -> Suite:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise SuiteError(
-                f"prompt suite {name_or_path!r} is neither a built-in suite ({', '.join(builtin_suites())}) "
-                f"nor a readable file"
+                f"prompt suite {clip_text(name_or_path)!r} is neither a built-in suite "
+                f"({', '.join(builtin_suites())}) nor a readable file"
             )
     try:
         raw = path.read_bytes()
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors write one) is not a prompt
     except UnicodeDecodeError as e:
         raise SuiteError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read the prompt file ({e.strerror or e})") from None
     prompts: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if path.suffix == ".jsonl":

@@ -206,23 +206,39 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
 
     _quiet_hub_progress()
     folder, spec, meta = resolve_spec(name, path)
-    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype,
-                                                        use_safetensors=True)
-    text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype,
-                                                    use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    transformer = _load_part(WanTransformer3DModel, folder, "transformer", dtype)
+    text_encoder = _load_part(UMT5EncoderModel, folder, "text_encoder", dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{folder / 'tokenizer'}: the tokenizer cannot be read ({str(e).splitlines()[0][:200]})") from None
     if (folder / "vae").is_dir():
         from diffusers import AutoencoderKLWan
 
         # The Wan VAE decodes in float32 (its causal convolutions are sensitive to bf16).
-        codec: torch.nn.Module = WanCodec(AutoencoderKLWan.from_pretrained(folder, subfolder="vae",
-                                                                           torch_dtype=torch.float32,
-                                                                           use_safetensors=True))
+        codec: torch.nn.Module = WanCodec(_load_part(AutoencoderKLWan, folder, "vae", torch.float32))
     else:
         codec = IdentityCodec()
     for module in (transformer, text_encoder, codec):
         module.to(device).eval().requires_grad_(False)
     return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder))
+
+
+def _load_part(cls, folder: Path, sub: str, dtype: torch.dtype):
+    """One component from safetensors only (never a pickled .bin); unreadable files are one clear error."""
+    part = folder / sub
+    if not list(part.glob("*.safetensors")):
+        pickles = [f.name for f in part.glob("*.bin")]
+        extra = f"; it has {', '.join(pickles)}: pickle formats are never loaded" if pickles else ""
+        raise TeacherNotFound(f"{part}: no .safetensors weights{extra}")
+    try:
+        return cls.from_pretrained(folder, subfolder=sub, torch_dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{part}: the weights cannot be read ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{part}: the weights are corrupt or truncated ({e})") from None
 
 
 def weights_hash(folder: Path) -> str:

@@ -24,6 +24,8 @@ from typing import Iterator
 
 import torch
 
+from tmd_bench.registry import clip_text
+
 FRAMES, HEIGHT, WIDTH = 8, 24, 24
 
 SHAPES = ("circle", "square", "triangle")
@@ -102,21 +104,21 @@ class Scene:
         words = prompt.strip().lower().split()
         expected = "'<a|two> <size> <colour> <shape>[s] <moving DIR|standing still> on a <background> background'"
         if len(words) != 10 or words[-1] != "background" or words[-3] != "a" or words[-4] != "on":
-            raise ValueError(f"not a Shapes-world prompt: {prompt!r}; expected {expected}")
+            raise ValueError(f"not a Shapes-world prompt: {clip_text(prompt)!r}; expected {expected}")
         count = {v: k for k, v in COUNTS.items()}.get(words[0])
         if count is None:
-            raise ValueError(f"not a Shapes-world prompt: {prompt!r}: count must be 'a' or 'two'")
+            raise ValueError(f"not a Shapes-world prompt: {clip_text(prompt)!r}: count must be 'a' or 'two'")
         shape = words[3][:-1] if count > 1 and words[3].endswith("s") else words[3]
         if words[4:6] == ["standing", "still"]:
             motion = "still"
         elif words[4] == "moving":
             motion = words[5]
         else:
-            raise ValueError(f"not a Shapes-world prompt: {prompt!r}; expected {expected}")
+            raise ValueError(f"not a Shapes-world prompt: {clip_text(prompt)!r}; expected {expected}")
         try:
             return cls(count, words[1], words[2], shape, motion, words[8])
         except ValueError as e:
-            raise ValueError(f"not a Shapes-world prompt: {prompt!r}: {e}") from None
+            raise ValueError(f"not a Shapes-world prompt: {clip_text(prompt)!r}: {e}") from None
 
 
 def all_scenes(held_out: bool | None = None) -> list[Scene]:
