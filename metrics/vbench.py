@@ -4,7 +4,8 @@ Each of the 16 dimensions is min/max-normalised with VBench's fixed constants an
 dynamic degree 0.5); **Quality** is the weighted mean of the 7 quality dimensions, **Semantic** of
 the 9 semantic ones, and **Total = (4·Quality + 1·Semantic) / 5**. Constants: VBench's
 ``scripts/constant.py``; procedure: its ``scripts/cal_final_score.py`` (a missing dimension
-counts as 0 there, and here only when ``missing="zero"``). Checked against both files and
+counts as a raw score of 0 there — normalised like any other, so it can go below 0 — and here only
+when ``missing="zero"``). Checked against both files and
 against published leaderboard rows (per-dimension scores → published Total/Quality/Semantic) in
 ``tests/metrics/test_vbench.py``.
 
@@ -83,24 +84,44 @@ def normalised(scores: dict[str, float], spec: Aggregation = VBENCH) -> dict[str
     for name, value in scores.items():
         d = _key(name)
         if d not in spec.normalize:
-            raise ValueError(f"unknown {spec.name} dimension {name!r}; expected one of {', '.join(spec.dimensions)}")
+            raise ValueError(f"unknown {spec.name} dimension {str(name)[:80]!r}; expected one of "
+                             f"{', '.join(spec.dimensions)}")
+        check_score(d, value, spec.name)
         lo, hi = spec.normalize[d]
         out[d] = spec.w(d) * (float(value) - lo) / (hi - lo)
     return out
 
 
+def check_score(dimension: str, value, name: str = "VBench") -> None:
+    """A raw dimension score is a number in [0, 1]; percentages (VBench's leaderboard shows them) and NaN
+    are refused, since normalising either silently gives a meaningless Total."""
+    import math
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} dimension {dimension!r}: score {str(value)[:40]!r} is not a number") from None
+    if math.isnan(v) or not 0.0 <= v <= 1.0:
+        hint = " — scores are fractions: divide percentages by 100" if 1.0 < v <= 100.0 else ""
+        raise ValueError(f"{name} dimension {dimension!r}: score {v} is outside [0, 1]{hint}")
+
+
 def aggregate(scores: dict[str, float], missing: str = "error", spec: Aggregation = VBENCH) -> dict[str, float]:
     """Quality, Semantic and Total (all in [0, 1] scale, ×100 for the leaderboard's percentages).
 
-    ``missing="error"`` refuses an incomplete set of dimensions; ``"zero"`` scores absent ones
-    as 0, as VBench's own script does; ``"skip"`` averages over the dimensions present (not
+    ``missing="error"`` refuses an incomplete set of dimensions; ``"zero"`` gives absent ones a raw
+    score of 0 and normalises it, as VBench's own script does; ``"skip"`` averages over the dimensions present (not
     comparable with published numbers — the result says so with ``complete = 0``).
     ``spec`` chooses the dimensions, constants and weights (default: VBench's).
     """
+    if missing not in ("error", "zero", "skip"):
+        raise ValueError(f"missing must be 'error', 'zero' or 'skip', got {missing!r}")
     norm = normalised(scores, spec)
     absent = [d for d in spec.dimensions if d not in norm]
     if absent and missing == "error":
         raise ValueError(f"missing {spec.name} dimensions: {', '.join(absent)} (pass missing='zero' or 'skip')")
+    if missing == "zero":  # cal_final_score.py: an absent dimension is a *raw* 0, then normalised like the rest
+        norm = normalised({**{d: 0.0 for d in absent}, **scores}, spec)
 
     def mean(group: tuple[str, ...]) -> float:
         dims = [d for d in group if d in norm] if missing == "skip" else list(group)
@@ -116,7 +137,10 @@ def aggregate(scores: dict[str, float], missing: str = "error", spec: Aggregatio
 
 def from_vbench_json(path: str | Path) -> dict[str, float]:
     """Per-dimension scores from a VBench ``*_eval_results.json`` (``{dim: [score, details]}``)."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable VBench result file ({str(e)[:120]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of dimension → [score, …]")
     out = {}
@@ -124,5 +148,9 @@ def from_vbench_json(path: str | Path) -> dict[str, float]:
         score = v[0] if isinstance(v, list) else v
         if not isinstance(score, (int, float)):
             raise ValueError(f"{path}: dimension {k!r} has no numeric score")
+        try:
+            check_score(_key(k), score)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         out[_key(k)] = float(score)
     return out

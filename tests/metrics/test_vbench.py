@@ -31,7 +31,9 @@ def test_missing_dimensions_and_unknown_names():
     with pytest.raises(ValueError, match="missing VBench dimensions"):
         vbench.aggregate(some)
     zero = vbench.aggregate(some, missing="zero")
-    assert zero["complete"] == 0 and zero["semantic"] == pytest.approx(0.8 / 9)
+    # cal_final_score.py fills an absent dimension with a *raw* 0, which appearance style's Min 0.0009
+    # normalises to slightly below 0
+    assert zero["complete"] == 0 and zero["semantic"] == pytest.approx((0.8 - 0.0009 / (0.2855 - 0.0009)) / 9)
     skip = vbench.aggregate(some, missing="skip")
     assert skip["semantic"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="unknown VBench dimension 'beauty'"):
@@ -128,3 +130,44 @@ def test_most_published_rows_match_to_the_last_digit():
         agg = vbench.aggregate({d: v / 100 for d, v in zip(PUBLISHED_COLUMNS, dims)})
         exact += all(round(100 * agg[k], 2) == p for k, p in zip(("total", "quality", "semantic"), published))
     assert exact >= 5  # 5 of 8: the rest differ by one in the last digit, within input rounding
+
+
+def cal_final_score(upload_data: dict[str, float]) -> dict[str, float]:
+    """VBench's scripts/cal_final_score.py, transcribed step by step over VBENCH_CONSTANT_PY: absent keys
+    of TASK_INFO get ``upload_data[key] = 0``, then every key is min/max-normalised and weighted."""
+    data = {k: upload_data.get(k, 0) for k in VBENCH_CONSTANT_PY}
+    norm = {k: (data[k] - lo) / (hi - lo) * w for k, (lo, hi, w) in VBENCH_CONSTANT_PY.items()}
+    q = sum(norm[k] for k in vbench.QUALITY) / sum(VBENCH_CONSTANT_PY[k][2] for k in vbench.QUALITY)
+    s = sum(norm[k] for k in vbench.SEMANTIC) / sum(VBENCH_CONSTANT_PY[k][2] for k in vbench.SEMANTIC)
+    return {"quality": q, "semantic": s, "total": (4 * q + s) / 5}
+
+
+@pytest.mark.parametrize("drop", ["motion smoothness", "temporal flickering", "appearance style", "scene"])
+def test_missing_zero_is_cal_final_scores_raw_zero(drop):
+    """A dimension missing from a complete row scores as VBench's script scores it (a raw 0, normalised —
+    with motion smoothness missing that is (0 − 0.706)/0.2915 ≈ −2.42 before averaging, not 0)."""
+    row = {d: (lo + hi) / 2 + 0.01 for d, (lo, hi, _) in VBENCH_CONSTANT_PY.items()}
+    del row[drop]
+    ours, ref = vbench.aggregate(row, missing="zero"), cal_final_score(row)
+    for k in ("quality", "semantic", "total"):
+        assert ours[k] == pytest.approx(ref[k], abs=1e-12)
+    assert ours["total"] < vbench.aggregate(row, missing="skip")["total"]
+
+
+@pytest.mark.parametrize("value,needle", [(95.3, "divide percentages by 100"), (float("nan"), "outside [0, 1]"),
+                                          (-0.1, "outside [0, 1]"), ("high", "not a number")])
+def test_scores_outside_the_unit_interval_are_refused(value, needle):
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        vbench.aggregate({**{d: 0.5 for d in vbench.DIMENSIONS}, "color": value})
+
+
+def test_vbench_import_refuses_percentages_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tmd_bench.cli import app
+
+    f = tmp_path / "r_eval_results.json"
+    f.write_text(json.dumps({"subject_consistency": [95.3, []]}))
+    r = CliRunner().invoke(app, ["vbench", "import", str(f)])
+    assert r.exit_code == 2 and "divide percentages by 100" in r.output and str(f) in r.output.replace("\n", "")
+    assert "vbench_total" not in r.output
