@@ -98,3 +98,69 @@ def test_vbench_lite_dimensions(tiny_clip):
     fade = torch.linspace(-1, 1, 6).view(1, 1, 6, 1, 1).expand(1, 3, 6, 24, 24)
     assert vbench_lite.motion_smoothness(fade).item() == pytest.approx(1.0, abs=2 / 255)
     assert vbench_lite.temporal_flickering(fade).item() < 1.0
+
+
+def open_clip_reference(scorer, videos, prompts):
+    """The score through open_clip's own eval transform on PIL frames (uint8, as VBench and torchmetrics
+    read video frames): Resize(shortest side) → CenterCrop → ToTensor → Normalize, mean/std of the release."""
+    import open_clip
+    from PIL import Image
+
+    pp = scorer.preprocess
+    size = scorer.model.visual.image_size
+    transform = open_clip.image_transform(size, is_train=False, mean=pp["mean"], std=pp["std"],
+                                          resize_mode=pp["resize_mode"], interpolation=pp["interpolation"])
+    b, _, f = videos.shape[:3]
+    u8 = ((videos + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    x = torch.stack([transform(Image.fromarray(u8[i, j])) for i in range(b) for j in range(f)])
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(scorer.model.encode_image(x).float(), dim=-1).view(b, f, -1)
+    cos = torch.einsum("bfd,bd->bf", feats, scorer.text_features(prompts))
+    return (100 * cos).clamp_min(0).mean(1)
+
+
+@pytest.mark.parametrize("h,w", [(32, 32), (30, 52), (52, 30)])
+def test_clip_score_equals_open_clips_own_preprocessing(tiny_clip, h, w):
+    """Square and non-square frames: shortest-side resize + centre crop as open_clip preprocesses (a squash
+    to a square, the old behaviour, is far off on non-square frames with content at the borders)."""
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    g = torch.Generator().manual_seed(3)
+    videos = torch.rand(3, 3, 2, h, w, generator=g) * 0.4 - 0.2
+    videos[..., : w // 4] = 1.0  # bright borders that a centre crop of a wide frame removes
+    videos[..., : h // 4, :] = -1.0
+    prompts = ["a red circle", "two blue squares", "a green triangle"]
+    ours, ref = scorer.score(videos, prompts), open_clip_reference(scorer, videos, prompts)
+    assert (ours - ref).abs().max() < 0.25, (ours, ref)
+    if h != w:
+        squash = clip.CLIPScorer(scorer.model, scorer.tokenizer, scorer.name, scorer.weights, scorer.weights_sha256,
+                                 {**scorer.preprocess, "resize_mode": "squash"})
+        assert (squash.score(videos, prompts) - ref).abs().max() > 4 * (ours - ref).abs().max()
+
+
+def test_mean_and_std_skipped_would_be_seen(tiny_clip):
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    videos = torch.rand(2, 3, 2, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    prompts = ["a red circle", "two blue squares"]
+    unnormalised = clip.CLIPScorer(scorer.model, scorer.tokenizer, scorer.name, scorer.weights, scorer.weights_sha256,
+                                   {**scorer.preprocess, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
+    ref = open_clip_reference(scorer, videos, prompts)
+    assert (scorer.score(videos, prompts) - ref).abs().max() < 0.25
+    assert (unnormalised.score(videos, prompts) - ref).abs().max() > 1.0
+
+
+def test_each_release_brings_its_own_preprocessing():
+    assert clip.preprocess_config("ViT-L-14")["mean"] == (0.5, 0.5, 0.5)  # laion2b_s32b_b82k
+    assert clip.preprocess_config("ViT-L-14")["release"] == "laion2b_s32b_b82k"
+    assert clip.preprocess_config("ViT-B-32")["mean"] == clip.OPENAI_MEAN
+    assert clip.preprocess_config("ViT-L-14", "openai")["mean"] == clip.OPENAI_MEAN
+
+
+def test_clips_outside_their_range_are_refused_and_unit_range_is_flagged(tiny_clip):
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\]"):
+        scorer.score(torch.full((1, 3, 2, 32, 32), 2.0), ["a red circle"])
+    with pytest.warns(UserWarning, match="value_range"):
+        scorer.score(torch.rand(1, 3, 2, 32, 32), ["a red circle"])
+    unit = torch.rand(1, 3, 2, 32, 32, generator=torch.Generator().manual_seed(5))
+    a = scorer.frame_features(unit, value_range=(0.0, 1.0))
+    torch.testing.assert_close(a, scorer.frame_features(unit * 2 - 1))
