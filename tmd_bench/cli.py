@@ -334,7 +334,7 @@ def distill(
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
                               resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data, dtype=dtype,
-                              prompts=prompts, size=size)
+                              prompts=prompts, size=size, gradient_checkpointing=gradient_checkpointing)
         return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
@@ -379,7 +379,7 @@ def _evaluate_hint(teacher, teacher_path, method, student, steps, t) -> str:
 
 def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
                           checkpoint_every, kd_pairs, kd_teacher_steps, data=None, dtype=None, prompts=None,
-                          size=None):
+                          size=None, gradient_checkpointing=None):
     """DMD2-v or KD: the whole network as a few-step student."""
     from dataclasses import replace
 
@@ -398,8 +398,12 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
                     ("--kd-pairs", kd_pairs), ("--kd-teacher-steps", kd_teacher_steps)):
         if v is not None and v < 1:
             raise ValueError(f"{name} must be ≥ 1, got {v}")
+    if gradient_checkpointing is not None and method in ("rcm", "meanflow"):
+        raise ValueError(f"--gradient-checkpointing/--no-gradient-checkpointing: {method} has no gradient "
+                         "checkpointing option (tmd, dmd2 and kd do)")
     cfg = dmd2.preset(teacher, steps=steps, iterations=iterations, batch_size=batch_size, seed=seed,
-                      kd_pairs=kd_pairs, kd_teacher_steps=kd_teacher_steps)
+                      kd_pairs=kd_pairs, kd_teacher_steps=kd_teacher_steps,
+                      gradient_checkpointing=gradient_checkpointing)
     pairs = method == "kd" or (method == "dmd2" and cfg.steps == 1 and cfg.kd_warmup_iterations > 0)
     if prompts is not None and not pairs:
         raise ValueError(f"--prompts feeds the KD warm-up of one-step dmd2; --steps {cfg.steps} has none")
