@@ -13,6 +13,9 @@ def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor)
 
     The trace of the matrix square root is computed from the eigenvalues of the symmetric
     ``Σ_a^{1/2} Σ_b Σ_a^{1/2}`` (float64), which stays real where ``sqrtm(Σ_a Σ_b)`` may not.
+
+    FD is biased upwards at small N (sample covariances), so values are comparable only at equal N:
+    the harness reports N beside every FD column, and on the Shapes world the floor at that N.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -20,6 +23,12 @@ def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor)
         raise ValueError(f"feature sets must be (N, D) with the same D, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError("the Fréchet distance needs at least two samples per set")
+    for name, x in (("first", a), ("second", b)):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(1))
+            raise ValueError(f"Fréchet distance: the {name} feature set has NaN or inf values in {len(rows)} of "
+                             f"{len(x)} samples (first: sample {rows[0]}); the clips or the feature model are broken")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     w, v = np.linalg.eigh(cov_a)

@@ -339,6 +339,19 @@ class ShapesClipMetrics:
         return frechet_distance(self.video_features(videos).cpu().numpy(),
                                 self.real_features(prompts, seeds).cpu().numpy())
 
+    FLOOR_SEED_OFFSET = 10_000_019  # the floor's renders: the same prompts, seeds no suite draw uses
+
+    def fd_real_floor(self, prompts: list[str], seeds: list[int]) -> float:
+        """``fd_real`` of the world's own renders (same prompts, other seeds) at the same N: what a perfect
+        generator scores at this N. FD shrinks with N, so a row is read against its floor."""
+        from tmd_bench.metrics.fidelity import frechet_distance
+
+        if len(prompts) < 2:
+            return float("nan")
+        other = world.render_prompts(prompts, [s + self.FLOOR_SEED_OFFSET for s in seeds])
+        return frechet_distance(self.scorer.video_features(other).cpu().numpy(),
+                                self.real_features(prompts, seeds).cpu().numpy())
+
     def impl(self, name: str) -> dict:
         return {"implementation": self.IMPLEMENTATION[name], "weights": str(self.scorer.weights),
                 "weights_sha256": self.scorer.weights_sha256}

@@ -447,6 +447,8 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
     if "fd" in metrics:
         t0 = time.perf_counter()
         row["fd_real"] = shapes_clip.fd_real(videos, prompts, seeds)
+        row["fd_real_floor"] = shapes_clip.fd_real_floor(prompts, seeds)  # renders vs renders at the same N
+        row["fd_n"] = len(videos)  # FD depends on N: compare rows at equal fd_n
         impls["fd"] = {**shapes_clip.impl("fd"), "wall_s": round(time.perf_counter() - t0, 4)}
     if "vbench-lite" in metrics:
         from tmd_bench.metrics import vbench_lite
@@ -470,6 +472,7 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
             feats = scorer.frame_features(videos).reshape(b * f, -1).cpu().numpy()
             ref_feats = scorer.frame_features(ref).reshape(b * f, -1).cpu().numpy()
             row["fd_clip_teacher"] = frechet_distance(feats, ref_feats)
+            row["fd_n"] = b  # clips per feature set (frames pooled: b·f features each)
     return row
 
 

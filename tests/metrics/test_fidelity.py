@@ -30,3 +30,12 @@ def test_psnr_ssim_identical_and_noisy():
     psnr_n, ssim_n = paired_psnr_ssim(noisy, ref)
     mse = ((noisy - ref) ** 2).mean().item()
     assert psnr_n == pytest.approx(10 * np.log10(4 / mse), rel=0.05) and ssim_n < 0.99
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_frechet_distance_refuses_non_finite_features(bad):
+    a = np.random.default_rng(0).normal(size=(8, 3))
+    b = a.copy()
+    b[5, 1] = bad
+    with pytest.raises(ValueError, match="second feature set has NaN or inf values in 1 of 8 samples"):
+        frechet_distance(a, b)

@@ -143,6 +143,7 @@ def test_evaluate_on_shapes_defaults_to_shapes_clip_and_fd(shapes_teacher_dir, w
     assert r.exit_code == 0, r.output
     row = pd.read_csv(tmp_path / "run" / "results.csv").iloc[0]
     assert 0 <= row["clip_score"] <= 100 and row["fd_real"] > 0 and "all_correct" in row
+    assert row["fd_n"] == 3 and row["fd_real_floor"] > 0  # FD carries its N and the renders' floor at that N
     assert row["metrics_time_s"] > 0
     card = json.loads((tmp_path / "run" / row["run_card"]).read_text())
     for name in ("shapes-clip", "fd"):
@@ -154,3 +155,15 @@ def test_evaluate_on_shapes_defaults_to_shapes_clip_and_fd(shapes_teacher_dir, w
                                  "--frames", "5", "--height", "32", "--width", "32", "--steps", "1",
                                  "--metrics", "fd", "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "is not one" in r.output
+
+
+def test_fd_real_floor_is_the_renders_own_fd_at_the_same_n(scorer, real):
+    """The floor: the world's renders (same prompts, other seeds) against the real renders, at the same N —
+    positive, larger at small N (FD is biased upwards there), and what a perfect generator scores."""
+    prompts, seeds, clips = real
+    m = sc.ShapesClipMetrics(scorer)
+    floor_all, floor_16 = m.fd_real_floor(prompts, seeds), m.fd_real_floor(prompts[:16], seeds[:16])
+    assert 0 < floor_all < floor_16, (floor_all, floor_16)
+    perfect = world.render_prompts(prompts, [s + m.FLOOR_SEED_OFFSET for s in seeds])
+    assert m.fd_real(perfect, prompts, seeds) == pytest.approx(floor_all, rel=1e-9)
+    assert m.fd_real(clips, prompts, seeds) == pytest.approx(0.0, abs=1e-6)  # the renders themselves
