@@ -2,7 +2,15 @@
 
 The page needs no network: styles, the small table-sorting script, the SVG plots and the sample
 animations (GIF data URIs) are all inline. Every piece of text from the runs (prompts, names,
-run cards) is HTML-escaped, so a prompt containing ``<script>`` shows as text.
+run cards) is HTML-escaped, so a prompt containing ``<script>`` shows as text, and bidi-isolated: Unicode's
+direction controls show as visible ``[U+202E]`` markers and right-to-left text sits in ``<bdi>``, so no
+string can reorder the page around it.
+
+The runs are untrusted input. Nothing outside the run folders is read: every path a results file names
+(``run_card``) or implies (``samples/<row_id>.safetensors``) must resolve, symlinks followed, inside the
+run folder it came from, else it is skipped with a warning (stderr, and listed in the page). A malformed
+``results.csv`` is one :class:`ReportError` line naming the file and what is wrong; a corrupt run card or
+sample file is a warning, and the report is built without it.
 """
 
 from __future__ import annotations
@@ -11,13 +19,16 @@ import base64
 import io
 import json
 import os
-from html import escape
+import re
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
-from tmd_bench.reports.pareto import pareto_front, scatter_svg
+from tmd_bench.reports.paired import NUMBER, clip, inside, read_csv_rows
+from tmd_bench.reports.pareto import escape, isolate, pareto_front, scatter_svg
 
 # The default quality axis: the first of these with a value in some row (Shapes accuracy first; on a
 # real checkpoint, whatever `--metrics` computed). Without any, the report shows speed only.
@@ -26,11 +37,84 @@ QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score", "psnr_teacher", 
 LOWER_IS_BETTER = frozenset({"fd_clip_teacher", "fd_real"})  # Fréchet distances: 0 is the reference itself
 
 
+# What the report itself reads from every row: the table's identity columns and the two cost axes of
+# the plots. `tmd-bench evaluate` and `tmd-bench bench latency` write all of them.
+REQUIRED_COLUMNS = ("row_id", "method", "teacher", "latency_total_s", "effective_nfe")
+NUMERIC_COLUMNS = ("latency_total_s", "effective_nfe")
+# Kept as text whatever they look like (a row id "007" stays "007"); row_id and method never empty.
+TEXT_COLUMNS = frozenset({"row_id", "method", "teacher", "run_card", "suite", "dtype"})
+# Columns the report adds to each row; a results file that has them has them replaced.
+RESERVED_COLUMNS = ("run", "run_dir", "label", "pareto_latency", "pareto_nfe")
+CARD_LIMIT = 1 << 20  # bytes of one run card shown in the page
+_INT = re.compile(r"[+-]?[0-9]+")
+_NAN_LIKE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+Warn = Callable[[str], None]
+
+
 class ReportError(ValueError):
     """Runs that cannot be reported; the message says which and why."""
 
 
-def load_runs(runs: list[str | Path]) -> pd.DataFrame:
+def warn_stderr(message: str) -> None:
+    """The default warning sink: one line on stderr."""
+    print(f"warning: {clip(message, 600)}", file=sys.stderr)
+
+
+def _is_number(text: str) -> bool:
+    return bool(NUMBER.fullmatch(text) or _NAN_LIKE.fullmatch(text))
+
+
+def _column(name: str, values: list[str]):
+    """One column of strings as pandas would type it: text columns stay text ("" → missing, except in
+    row_id/method), all-True/False → bool, all numbers → int64 or float64 ("" → NaN), else text."""
+    if name in TEXT_COLUMNS:
+        keep_empty = name in ("row_id", "method")
+        return pd.Series([v if v or keep_empty else np.nan for v in values], dtype=object)
+    present = [v for v in values if v != ""]
+    if present and all(v in ("True", "False") for v in present):
+        if len(present) == len(values):
+            return pd.Series([v == "True" for v in values], dtype=bool)
+        return pd.Series([(v == "True") if v else np.nan for v in values], dtype=object)
+    if all(_is_number(v) for v in present):
+        if present and len(present) == len(values) and all(_INT.fullmatch(v) for v in values):
+            ints = [int(v) for v in values]
+            if all(-(2**63) <= i < 2**63 for i in ints):
+                return pd.Series(ints, dtype="int64")
+        return pd.Series([float(v) if v else np.nan for v in values], dtype="float64")
+    return pd.Series([v if v else np.nan for v in values], dtype=object)
+
+
+def read_results_table(path: Path, name: object = None) -> pd.DataFrame:
+    """One ``results.csv`` as a table, or a one-line :class:`ReportError` naming it (``name``, default the
+    path) and saying what is wrong: unreadable, not UTF-8, empty, bad CSV, a row with the wrong number of
+    fields, a required column missing, an empty row id, a non-numeric latency/NFE, no rows."""
+    where = clip(name if name is not None else path, 300)
+    header, rows = read_csv_rows(path, ReportError, name=where)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ReportError(f"{where}: missing required column{'s' * (len(missing) > 1)} {', '.join(missing)} "
+                          f"(has: {clip(', '.join(header)) or 'none'}) — not a results table of `tmd-bench evaluate`")
+    if not rows:
+        raise ReportError(f"{where}: no result rows")
+    lines = [line for line, _ in rows]
+    columns = {}
+    for i, c in enumerate(header):
+        values = [f[i] for _, f in rows]
+        if c == "row_id":
+            empty = next((line for line, v in zip(lines, values) if not v.strip()), None)
+            if empty is not None:
+                raise ReportError(f"{where}:{empty}: empty row_id")
+        if c in NUMERIC_COLUMNS:
+            bad = next(((line, v) for line, v in zip(lines, values) if v != "" and not _is_number(v)), None)
+            if bad is not None:
+                raise ReportError(f"{where}:{bad[0]}: {c} is {clip(repr(bad[1]))}, not a number")
+        columns[c] = _column(c, values)
+    return pd.DataFrame(columns)
+
+
+def load_runs(runs: list[str | Path], warn: Warn | None = None) -> pd.DataFrame:
+    """The rows of every run's ``results.csv``, with the run's name (``run``) and resolved folder (``run_dir``)."""
+    warn = warn or warn_stderr
     frames = []
     if not runs:
         raise ReportError("give at least one run folder (the --out of `tmd-bench evaluate`)")
@@ -38,10 +122,15 @@ def load_runs(runs: list[str | Path]) -> pd.DataFrame:
         run = Path(run)
         path = run / "results.csv"
         if not path.is_file():
-            raise ReportError(f"{run}: no results.csv — is this the output folder of `tmd-bench evaluate`?")
-        df = pd.read_csv(path)
-        if df.empty or "row_id" not in df:
-            raise ReportError(f"{path}: no result rows")
+            raise ReportError(f"{clip(run, 300)}: no results.csv — is this the output folder of `tmd-bench evaluate`?")
+        resolved, why = inside(run, "results.csv")
+        if resolved is None:
+            raise ReportError(f"{clip(path, 300)} {why}: not read")
+        df = read_results_table(resolved, name=path)
+        reserved = [c for c in RESERVED_COLUMNS if c in df.columns]
+        if reserved:
+            warn(f"{clip(path, 300)}: column(s) {', '.join(reserved)} are the report's own; replaced")
+            df = df.drop(columns=reserved)
         df.insert(0, "run", run.name or str(run))
         df["run_dir"] = str(run.resolve())
         frames.append(df)
@@ -77,13 +166,54 @@ def _strip(video: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _samples(row: pd.Series) -> tuple[np.ndarray, list[str], list[int]] | None:
-    path = Path(row["run_dir"]) / "samples" / f"{row['row_id']}.safetensors"
+def _samples(row: pd.Series, warn: Warn) -> tuple[list[str], list[str], list, list] | None:
+    """The row's preview clips as (GIFs, frame strips, prompts, seeds), or ``None``: no samples file, or one
+    that is outside the run folder, corrupt or of the wrong shape (then with a warning)."""
+    rel = f"samples/{row['row_id']}.safetensors"
+    what = f"samples of row {clip(repr(row['row_id']))} in run {clip(row['run'])}"
+    path, why = inside(Path(row["run_dir"]), rel)
+    if path is None:
+        warn(f"{what}: {clip(repr(rel))} {why}; not read")
+        return None
     if not path.is_file():
         return None
-    with safe_open(str(path), "np") as f:
-        meta = f.metadata() or {}
-        return f.get_tensor("videos"), json.loads(meta.get("prompts", "[]")), json.loads(meta.get("seeds", "[]"))
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+            videos = f.get_tensor("videos")
+        prompts, seeds = json.loads(meta.get("prompts", "[]")), json.loads(meta.get("seeds", "[]"))
+        if not (isinstance(prompts, list) and isinstance(seeds, list)):
+            raise ValueError("prompts/seeds metadata are not lists")
+        if videos.ndim != 5 or videos.shape[1] != 3:
+            raise ValueError(f"videos of shape {tuple(videos.shape)}, not (clips, 3, frames, height, width)")
+        n = min(len(videos), len(prompts), len(seeds))
+        videos = videos[:n].astype(np.float32)
+        return [_gif(v) for v in videos], [_strip(v) for v in videos], prompts[:n], seeds[:n]
+    except Exception as e:  # noqa: BLE001 - any failure to parse or render an untrusted file skips it
+        warn(f"{what}: {clip(rel)} is unreadable ({clip(type(e).__name__ + ': ' + str(e))}); skipped")
+        return None
+
+
+def _run_card(row: pd.Series, warn: Warn) -> tuple[str, str | None]:
+    """(text to show, the card's path when it may be linked) for one row's run card. A card outside the run
+    folder is never read; an unreadable, non-UTF-8, oversized or non-JSON one is not shown."""
+    rel = row["run_card"]
+    what = f"run card of row {clip(repr(row['row_id']))} in run {clip(row['run'])}"
+    path, why = inside(Path(row["run_dir"]), rel)
+    if path is None:
+        warn(f"{what}: {clip(repr(rel))} {why}; not read")
+        return f"(not shown: {clip(rel)} {why})", None
+    if not path.is_file():
+        return f"(missing: {path})", None
+    try:
+        if path.stat().st_size > CARD_LIMIT:
+            raise ValueError(f"larger than {CARD_LIMIT >> 20} MiB")
+        text = path.read_bytes().decode("utf-8")
+        json.loads(text)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        warn(f"{what}: {clip(rel)} is not a readable JSON file ({clip(e)}); skipped")
+        return f"(not shown: {clip(rel)} is not a readable JSON file)", None
+    return text, str(path)
 
 
 def _cell(v) -> tuple[str, str]:
@@ -141,20 +271,27 @@ def _quality_axis(df: pd.DataFrame, metric: str | None) -> str | None:
     silent speed-only page), else the first of ``QUALITY_METRICS`` with a value, else ``None``: timing
     rows alone (a Wan checkpoint evaluated without ``--metrics``, ``bench latency``) still get a report."""
     if metric is None:
-        return next((m for m in QUALITY_METRICS if m in df and df[m].notna().any()), None)
+        return next((m for m in QUALITY_METRICS
+                     if m in df and pd.api.types.is_numeric_dtype(df[m]) and df[m].notna().any()), None)
     if metric not in df:
         numeric = [c for c in df.select_dtypes("number").columns]
-        raise ReportError(f"quality metric {metric!r} is not in the results; choose one of {numeric}")
+        raise ReportError(f"quality metric {clip(repr(metric))} is not in the results; choose one of {clip(numeric)}")
+    values = pd.to_numeric(df[metric], errors="coerce")
+    bad = values.isna() & df[metric].notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ReportError(f"quality metric {clip(repr(metric))} is not a number in run {clip(df['run'].iloc[i])}, "
+                          f"row {clip(repr(df['row_id'].iloc[i]))}: {clip(repr(df[metric].iloc[i]))}")
+    df[metric] = values.astype(float)
     return metric
 
 
-def _write_csv(df: pd.DataFrame, out: Path) -> Path:
+def _write_csv(df: pd.DataFrame, out: Path, cards: dict[int, str | None]) -> Path:
     """``report.csv``: the merged rows, run cards as paths relative to the report (rows from
-    ``bench latency`` have none)."""
+    ``bench latency`` have none, and a card outside its run folder is left out)."""
     csv = df.drop(columns=["label", "run_dir"])
     if "run_card" in df:
-        csv["run_card"] = [os.path.relpath(Path(d) / c, out) if isinstance(c, str) else c
-                           for d, c in zip(df["run_dir"], df["run_card"])]
+        csv["run_card"] = [os.path.relpath(cards[i], out.resolve()) if cards.get(i) else np.nan for i in df.index]
     path = out / "report.csv"
     csv.to_csv(path, index=False)
     return path
@@ -192,12 +329,20 @@ def _speed_only(df: pd.DataFrame) -> list[str]:
             "</div>"]
 
 
-def build_report(runs: list[str | Path], out: str | Path, metric: str | None = None) -> tuple[Path, Path]:
+def build_report(runs: list[str | Path], out: str | Path, metric: str | None = None,
+                 warn: Warn | None = None) -> tuple[Path, Path]:
     """Write ``report.csv`` and ``report.html`` for ``runs`` into ``out``; returns both paths.
 
     ``metric`` is the quality axis; by default the first of ``QUALITY_METRICS`` the runs have, and with
-    none of them the page shows speed only and says how to add one."""
-    df = load_runs(runs)
+    none of them the page shows speed only and says how to add one. ``warn`` receives each one-line
+    warning (a file skipped); by default they go to stderr. They are listed in the page too."""
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        (warn or warn_stderr)(message)
+
+    df = load_runs(runs, note)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -211,14 +356,19 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
         better = [sign * float(v) for v in df[metric]]
         df["pareto_latency"] = pareto_front(df["latency_total_s"].tolist(), better)
         df["pareto_nfe"] = pareto_front(df["effective_nfe"].tolist(), better)
-    csv_path = _write_csv(df, out)
+    cards: dict[int, tuple[str, str | None]] = {}
+    if "run_card" in df:  # read (or refused) once, before anything is written
+        cards = {i: _run_card(r, note) for i, r in df.iterrows() if isinstance(r["run_card"], str)}
+    samples = {r["label"]: _samples(r, note) for _, r in df.iterrows()}
+    samples = {k: v for k, v in samples.items() if v is not None}
+    csv_path = _write_csv(df, out, {i: link for i, (_, link) in cards.items()})
 
     html = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench report</title>"
             f"<style>{STYLE}</style></head><body>",
             "<h1>tmd-bench report</h1>",
-            f"<p class='note'>Runs: {escape(', '.join(sorted(df['run'].unique())))}. Teacher(s): "
-            f"{escape(', '.join(sorted(df['teacher'].astype(str).unique())))}. Quality axis: "
-            f"<b>{escape(metric) if metric else 'none (no quality metric computed)'}</b>. "
+            f"<p class='note'>Runs: {', '.join(isolate(r) for r in sorted(df['run'].unique()))}. Teacher(s): "
+            f"{', '.join(isolate(t) for t in sorted(df['teacher'].astype(str).unique()))}. Quality axis: "
+            f"<b>{isolate(metric) if metric else 'none (no quality metric computed)'}</b>. "
             "NFE is counted by hooks on the network, effective NFE = DiT blocks executed ÷ L; latency is the "
             "median end-to-end time per clip (text encoding + denoising + decoding) after warm-up.</p>"]
     if metric is not None:
@@ -239,51 +389,52 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     front_note = " Bold: on the Pareto front of quality vs latency." if metric else ""
     html.append(f"<h2>Results</h2><p class='note'>Click a column to sort.{front_note}</p>"
                 "<table class='sortable'><thead><tr>")
-    html += [f"<th>{escape(c)}</th>" for c in cols]
+    html += [f"<th>{isolate(c)}</th>" for c in cols]
     html.append("</tr></thead><tbody>")
     for _, r in df.iterrows():
         html.append(f"<tr class='{'front' if metric and r['pareto_latency'] else ''}'>")
         for c in cols:
             text, key = _cell(r[c])
             cls = " class='text'" if isinstance(r[c], str) else ""
-            html.append(f"<td{cls} data-key='{escape(key)}'>{escape(text)}</td>")
+            html.append(f"<td{cls} data-key='{escape(key)}'>{isolate(text)}</td>")
         html.append("</tr>")
     html.append("</tbody></table>")
 
     # Samples: the same prompts and seeds, every configuration side by side.
-    samples = {r["label"]: _samples(r) for _, r in df.iterrows()}
-    samples = {k: v for k, v in samples.items() if v is not None}
     if samples:
-        ref_prompts, ref_seeds = next(iter(samples.values()))[1:]
+        ref_prompts, ref_seeds = next(iter(samples.values()))[2:]
         html.append("<h2>Samples</h2><p class='note'>Each column is one configuration; each row one prompt "
                     "and seed (the same initial noise for every configuration).</p>"
                     "<div style='overflow-x:auto'><table class='samples'><thead><tr><th>prompt (seed)</th>")
-        html += [f"<th>{escape(k)}</th>" for k in samples]
+        html += [f"<th>{isolate(k)}</th>" for k in samples]
         html.append("</tr></thead><tbody>")
         for i, (p, s) in enumerate(zip(ref_prompts, ref_seeds)):
-            html.append(f"<tr><td class='prompt'>{escape(p)} ({s})</td>")
-            for k, (videos, prompts, seeds) in samples.items():
+            html.append(f"<tr><td class='prompt'>{isolate(p)} ({isolate(s)})</td>")
+            for k, (gifs, _, prompts, seeds) in samples.items():
                 if i < len(prompts) and prompts[i] == p and seeds[i] == s:
-                    html.append(f"<td><img alt='{escape(k)}: {escape(p)}' src='data:image/gif;base64,{_gif(videos[i])}'></td>")
+                    html.append(f"<td><img alt='{escape(k)}: {escape(p)}' src='data:image/gif;base64,{gifs[i]}'></td>")
                 else:
                     html.append("<td class='note'>not sampled</td>")
             html.append("</tr>")
         html.append("</tbody></table></div>")
         html.append("<details><summary>Frame strips</summary><table class='samples'>")
-        for k, (videos, prompts, seeds) in samples.items():
-            html.append(f"<tr><td class='prompt'>{escape(k)}</td><td>")
-            html += [f"<img class='strip' alt='{escape(k)} frames' src='data:image/png;base64,{_strip(v)}'><br>"
-                     for v in videos]
+        for k, (_, strips, _, _) in samples.items():
+            html.append(f"<tr><td class='prompt'>{isolate(k)}</td><td>")
+            html += [f"<img class='strip' alt='{escape(k)} frames' src='data:image/png;base64,{strip}'><br>"
+                     for strip in strips]
             html.append("</td></tr>")
         html.append("</table></details>")
 
     html.append("<h2>Run cards</h2>")
-    for _, r in df.iterrows():
-        if not isinstance(r.get("run_card"), str):  # `bench latency` rows: no run card
+    for i, r in df.iterrows():
+        if i not in cards:  # `bench latency` rows: no run card
             continue
-        card_path = Path(r["run_dir"]) / r["run_card"]
-        card = card_path.read_text() if card_path.is_file() else f"(missing: {card_path})"
-        html.append(f"<details><summary>{escape(r['label'])}</summary><pre>{escape(card)}</pre></details>")
+        html.append(f"<details><summary>{isolate(r['label'])}</summary><pre>{isolate(cards[i][0])}</pre></details>")
+    if warnings:
+        html.append("<h2>Warnings</h2><p class='note missing'>What the report refused to read, could not use or "
+                    "replaced in these runs:</p><ul class='warnings'>")
+        html += [f"<li>{isolate(w)}</li>" for w in warnings]
+        html.append("</ul>")
     html.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     html_path = out / "report.html"
     html_path.write_text("".join(html), encoding="utf-8")

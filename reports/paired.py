@@ -12,39 +12,129 @@ All rates, differences and errors are in points: percentage points of the per-cl
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 Z95 = 1.96
+ECHO_LIMIT = 200  # characters of a field, value or name echoed in an error message
 
 
 class GapError(ValueError):
     """Per-clip files that cannot be paired; the message says which and why."""
 
 
+def clip(text: object, limit: int = ECHO_LIMIT) -> str:
+    """``text`` on one line (newlines shown as ``\\n``) and cut to ``limit`` characters with an ellipsis:
+    what an error message may echo of its input."""
+    s = str(text).replace("\r", "\\r").replace("\n", "\\n")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def inside(run: Path, rel: object) -> tuple[Path | None, str]:
+    """``run/rel`` resolved (symlinks followed) when it lies inside the run folder, else ``(None, why)``.
+    Absolute paths and paths that leave the folder (``..``, a symlink pointing out) are refused."""
+    if not isinstance(rel, str) or not rel:
+        return None, "not a path"
+    if "\x00" in rel:
+        return None, "contains a NUL character"
+    if Path(rel).is_absolute():
+        return None, "is an absolute path"
+    try:
+        root = Path(run).resolve()
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, an unreadable component
+        return None, f"cannot be resolved ({clip(e)})"
+    if path == root or not path.is_relative_to(root):
+        return None, "resolves outside the run folder"
+    return path, ""
+
+
+def read_csv_rows(path: Path, error: type[Exception] = ValueError, name: object = None
+                  ) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV table read strictly: the header and ``(line, fields)`` of each data row (blank lines skipped).
+
+    Every way the file can be malformed is one ``error`` naming the file (``name``, default ``path``): unreadable,
+    not UTF-8, empty, bad quoting, a repeated column name, or a row whose number of fields differs from the
+    header's. Fields are strings, as written."""
+    where = clip(name if name is not None else path, 300)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"{where}: cannot be read ({clip(e.strerror or e)})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    if not text.strip():
+        raise error(f"{where}: empty file, no header row")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+                seen = set()
+                for c in header:
+                    if c in seen:
+                        raise error(f"{where}: column {clip(repr(c))} appears twice in the header")
+                    seen.add(c)
+                continue
+            if len(fields) != len(header):
+                raise error(f"{where}:{reader.line_num}: {len(fields)} field{'s' * (len(fields) != 1)}, "
+                            f"the header has {len(header)}")
+            rows.append((reader.line_num, fields))
+    except csv.Error as e:
+        raise error(f"{where}:{reader.line_num}: not valid CSV ({clip(e)})") from None
+    if header is None:
+        raise error(f"{where}: empty file, no header row")
+    return header, rows
+
+
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _per_clip_dir(run: Path) -> Path:
     d = run / "per_clip"
     if not d.is_dir():
-        raise GapError(f"{run}: no per_clip/ folder — is this the --out folder of `tmd-bench evaluate`?")
+        raise GapError(f"{clip(run, 300)}: no per_clip/ folder — is this the --out folder of `tmd-bench evaluate`?")
     return d
 
 
-def _values(path: Path, df: pd.DataFrame, metric: str) -> np.ndarray:
-    col = df[metric]
-    if col.dtype == bool:
-        return col.to_numpy(float)
-    if col.dtype == object:
-        mapped = col.astype(str).str.strip().str.lower().map({"true": 1.0, "false": 0.0})
-        if mapped.notna().all():
-            return mapped.to_numpy(float)
-    values = pd.to_numeric(col, errors="coerce")
-    if values.isna().any():
-        line = int(np.flatnonzero(values.isna().to_numpy())[0]) + 2
-        raise GapError(f"{path}:{line}: {metric} is {col.iloc[line - 2]!r}, not a number or True/False")
-    return values.to_numpy(float)
+def _value(where: str, line: int, metric: str, text: str) -> float:
+    """A per-clip outcome: True/False (any case) → 1/0, else a finite number."""
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return 1.0 if t.lower() == "true" else 0.0
+    if NUMBER.fullmatch(t) and math.isfinite(float(t)):
+        return float(t)
+    raise GapError(f"{where}:{line}: {clip(metric)} is {clip(repr(text))}, not a number or True/False")
+
+
+def _seed(where: str, line: int, text: str) -> int:
+    t = text.strip()
+    if NUMBER.fullmatch(t) and math.isfinite(float(t)) and float(t).is_integer():
+        return int(t) if re.fullmatch(r"[+-]?[0-9]+", t) else int(float(t))
+    raise GapError(f"{where}:{line}: seed is {clip(repr(text))}, not an integer")
+
+
+def _read_per_clip(run: Path, path: Path, metric: str) -> list[tuple[str, int, float]]:
+    """(prompt, seed, value) of each clip in one per-clip file; a malformed file is one line naming it."""
+    where = clip(path, 300)
+    header, rows = read_csv_rows(path, GapError, name=path)
+    missing = [c for c in ("prompt", "seed", metric) if c not in header]
+    if missing:
+        raise GapError(f"{where}: no column {clip(', '.join(missing))}; columns: {clip(', '.join(header))}")
+    col = {c: header.index(c) for c in ("prompt", "seed", metric)}
+    return [(f[col["prompt"]], _seed(where, line, f[col["seed"]]), _value(where, line, metric, f[col[metric]]))
+            for line, f in rows]
 
 
 def load_row(runs: list[Path], row_id: str, metric: str) -> tuple[dict[tuple[str, int], float], int]:
@@ -54,19 +144,23 @@ def load_row(runs: list[Path], row_id: str, metric: str) -> tuple[dict[tuple[str
     found = 0
     for run in runs:
         path = _per_clip_dir(run) / f"{row_id}.csv"
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except (OSError, ValueError):
+            exists = False
+        if not exists:
             continue
+        resolved, why = inside(run, f"per_clip/{row_id}.csv")
+        if resolved is None:
+            raise GapError(f"{clip(path, 300)} {why}: not read")
         found += 1
-        df = pd.read_csv(path)
-        missing = [c for c in ("prompt", "seed", metric) if c not in df.columns]
-        if missing:
-            raise GapError(f"{path}: no column {', '.join(missing)}; columns: {', '.join(map(str, df.columns))}")
-        for prompt, seed, v in zip(df["prompt"].astype(str), df["seed"].astype(int), _values(path, df, metric)):
-            key = (prompt, int(seed))
+        for prompt, seed, v in _read_per_clip(run, resolved, metric):
+            key = (prompt, seed)
             if key in clips:
-                raise GapError(f"row {row_id}: clip (prompt {prompt!r}, seed {seed}) appears twice "
-                               f"({where[key]} and {path}); pooled runs must use different --seed values")
-            clips[key] = float(v)
+                raise GapError(f"row {clip(row_id)}: clip (prompt {clip(repr(prompt))}, seed {seed}) appears twice "
+                               f"({clip(where[key], 300)} and {clip(path, 300)}); pooled runs must use different "
+                               "--seed values")
+            clips[key] = v
             where[key] = path
     return clips, found
 
@@ -100,7 +194,8 @@ def paired_gap(runs: list[str | Path], baseline: str, rows: list[str], metric: s
     for row_id in dict.fromkeys([baseline, *rows]):
         clips, found = load_row(runs, row_id, metric)
         if not found:
-            raise GapError(f"row {row_id!r} is in none of the runs; rows there: {', '.join(_available(runs))}")
+            raise GapError(f"row {clip(repr(row_id))} is in none of the runs; rows there: "
+                           f"{clip(', '.join(_available(runs)))}")
         loaded[row_id] = (clips, found)
     base, _ = loaded[baseline]
     out = []
@@ -108,7 +203,7 @@ def paired_gap(runs: list[str | Path], baseline: str, rows: list[str], metric: s
         clips, found = loaded[row_id]
         keys = sorted(base.keys() & clips.keys())
         if not keys:
-            raise GapError(f"row {row_id!r} and baseline {baseline!r} share no (prompt, seed) clip: "
+            raise GapError(f"row {clip(repr(row_id))} and baseline {clip(repr(baseline))} share no (prompt, seed) clip: "
                            "were they evaluated on the same suite and --seed?")
         b = np.array([base[k] for k in keys])
         r = np.array([clips[k] for k in keys])

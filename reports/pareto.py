@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import math
-from html import escape
+import re
+import unicodedata
+from html import escape as _html_escape
 
 import numpy as np
+
+# Unicode's explicit bidirectional controls (embeddings, overrides, isolates, marks): in text from a run
+# (a prompt, a row id, a folder name) they could reorder the page around it, so they are never emitted
+# raw; each shows as a visible ``[U+202E]`` marker instead.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_RTL_CLASSES = frozenset({"R", "AL", "AN"})
+
+
+def plain(text: object) -> str:
+    """``text`` as a string that cannot reorder its surroundings: bidi controls replaced by visible markers,
+    lone surrogates (which UTF-8 cannot encode) by ``?``."""
+    s = BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", str(text))
+    return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def escape(text: object) -> str:
+    """HTML-escaped (quotes too, so it is safe in attributes) :func:`plain` text."""
+    return _html_escape(plain(text))
+
+
+def isolate(text: object) -> str:
+    """Escaped text for element content, in ``<bdi>`` when it holds right-to-left characters, so that it
+    cannot reorder what follows it (pure left-to-right text is emitted as is)."""
+    s = escape(text)
+    if any(unicodedata.bidirectional(ch) in _RTL_CLASSES for ch in s):
+        return f"<bdi>{s}</bdi>"
+    return s
 
 
 def pareto_front(cost: list[float], quality: list[float]) -> list[bool]:
@@ -46,7 +75,8 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
 
     Each point has a ``<title>`` (hover text) and a visible label; points group by colour.
     """
-    pts = [p for p in points if np.isfinite(p["x"]) and np.isfinite(p["y"]) and (p["x"] > 0 or not log_x)]
+    # finite and not so extreme that the axis bounds (±50 % of the range, log ticks) overflow
+    pts = [p for p in points if abs(p["y"]) < 1e300 and (1e-300 < p["x"] < 1e300 if log_x else abs(p["x"]) < 1e300)]
     ml, mr, mt, mb = 64, 150, 36, 48
     pw, ph = width - ml - mr, height - mt - mb
     out = [f'<svg class="pareto" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -89,7 +119,7 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
             path.append(("M" if not path else "L") + f"{fx(p['x']):.1f},{fy(p['y']):.1f}")
             prev_y = p["y"]
         out.append(f'<path d="{" ".join(path)}" class="front"/>')
-    groups = sorted({p["group"] for p in pts})
+    groups = sorted({p["group"] for p in pts}, key=str)
     colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
     placed: list[tuple[float, float]] = []
     for p in sorted(pts, key=lambda q: (fx(q["x"]), fy(q["y"]))):
