@@ -43,7 +43,8 @@ CORE_COLUMNS = [
     "fps", "peak_memory_mb", "teacher", "suite", "num_clips", "seed", "dtype",
 ]
 
-METRICS = ("shapes", "clip", "fidelity", "vbench-lite", "shapes-clip", "fd")  # --metrics choices
+METRICS = ("shapes", "clip", "fidelity", "vbench-lite", "shapes-clip", "fd", "diversity")  # --metrics choices
+DIVERSITY_PER_PROMPT = 8  # samples per prompt when diversity is measured and --per-prompt is not given
 SHAPES_DEFAULT_METRICS = ("shapes", "shapes-clip", "fd")  # without --metrics, on the Shapes world
 SHAPES_ONLY_METRICS = ("shapes", "shapes-clip", "fd")  # they read Shapes-world clips
 MethodFactory = Callable[[Teacher, "EvalConfig", str], harness.Method]
@@ -145,6 +146,7 @@ class EvalConfig:
     width: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
+    per_prompt: int | None = None  # K clips per prompt (None: 1, or DIVERSITY_PER_PROMPT with --metrics diversity)
     row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
     metrics: list[str] | None = None  # None: SHAPES_DEFAULT_METRICS on the Shapes world, none elsewhere
     clip_model: str = "ViT-B-32"
@@ -158,6 +160,9 @@ class EvalConfig:
         runtime.check_sampling(self.guidance, self.shift)
         runtime.check_number("--inner-steps", self.inner_steps, 1, 64)
         runtime.check_number("--preview", self.preview, 0)
+        runtime.check_number("--per-prompt", self.per_prompt, 1, 64)
+        if "diversity" in (self.metrics or []) and self.per_prompt is not None and self.per_prompt < 2:
+            raise ValueError("--metrics diversity compares several samples of a prompt: --per-prompt must be ≥ 2")
         too_many = [s for s in self.steps if s > runtime.MAX_STEPS]
         if too_many:
             raise ValueError(f"--steps must be ≤ {runtime.MAX_STEPS}, got {too_many[0]}")
@@ -259,6 +264,8 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
             args += ["--checkpoint", f"{m}={p}"]
     if cfg.compile:
         args.append("--compile")
+    if cfg.per_prompt is not None:
+        args += ["--per-prompt", str(cfg.per_prompt)]
     if cfg.metrics is not None:
         args += ["--metrics", ",".join(cfg.metrics)]
         if "clip" in cfg.metrics or "vbench-lite" in cfg.metrics:
@@ -335,12 +342,19 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
         from tmd_bench.metrics.shapes_clip import ShapesClipMetrics
 
         shapes_clip = ShapesClipMetrics()
+    if "diversity" in metrics and teacher.spec.world == "shapes" and shapes_clip is None:
+        from tmd_bench.metrics.shapes_clip import ShapesClipMetrics
+
+        shapes_clip = ShapesClipMetrics()  # diversity of Shapes-CLIP features on the Shapes world
     scorer = None
-    if "clip" in metrics or "vbench-lite" in metrics:
+    if "clip" in metrics or "vbench-lite" in metrics or ("diversity" in metrics and shapes_clip is None):
         from tmd_bench.metrics.clip import load_clip
 
         scorer = load_clip(cfg.clip_model, cfg.clip_weights, device)
-    prompts, seeds = list(suite.prompts), suite.seeds(cfg.seed)
+    k = cfg.per_prompt or (DIVERSITY_PER_PROMPT if "diversity" in metrics else 1)
+    # clip (i, j), the j-th of prompt i, uses seed base + i·K + j (K = 1: base + i, as always)
+    prompts = [p for p in suite.prompts for _ in range(k)]
+    seeds = [cfg.seed + i * k + j for i in range(len(suite.prompts)) for j in range(k)]
     env = environment(device)
     commit = git_commit()
     results_path = out / "results.csv"
@@ -376,7 +390,7 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 metric_impls = {}
                 t_metrics = time.perf_counter()
                 row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
-                                          metric_impls, shapes_clip=shapes_clip))
+                                          metric_impls, shapes_clip=shapes_clip, per_prompt=k))
                 if "shapes" in metrics:
                     from tmd_bench.metrics import shapes
 
@@ -402,8 +416,9 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                                                                     "float32"))},
                     "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256,
                               "num_prompts": len(prompts)},
-                    "seeds": {"base": cfg.seed, "rule": "clip i uses seed base + i for its initial noise"},
-                    "videos_per_prompt": 1,
+                    "seeds": {"base": cfg.seed, "rule": "clip j of prompt i uses seed base + i·K + j for its "
+                                                        "initial noise (K = videos_per_prompt)"},
+                    "videos_per_prompt": k,
                     "video": {"frames": gen.videos.shape[2], "height": gen.videos.shape[3],
                               "width": gen.videos.shape[4], "fps": teacher.spec.fps},
                     "latency_protocol": {"warmup": lat.warmup, "repeats": lat.repeats, "batch_size": lat.batch_size,
@@ -436,7 +451,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
 
 
 def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prompts: list[str], seeds: list[int],
-                   suite, scorer, metrics: list[str], out: Path, impls: dict, shapes_clip=None) -> dict:
+                   suite, scorer, metrics: list[str], out: Path, impls: dict, shapes_clip=None,
+                   per_prompt: int = 1) -> dict:
     """CLIP score, fidelity to the teacher's 50-step samples from the same noise, and Shapes-CLIP's
     CLIP score and Fréchet distance to real renders (``shapes_clip``: a ShapesClipMetrics)."""
     row: dict = {}
@@ -459,6 +475,16 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
         row["clip_score"] = float(scorer.score(videos, prompts).mean())
         impls["clip"] = {"implementation": f"open_clip {scorer.name}, frame-averaged max(100·cos, 0)",
                          "weights": str(scorer.weights), "weights_sha256": scorer.weights_sha256}
+    if "diversity" in metrics:
+        from tmd_bench.metrics.diversity import clip_diversity
+
+        t0 = time.perf_counter()
+        k = per_prompt
+        feats = shapes_clip.frame_features(videos) if shapes_clip is not None else scorer.frame_features(videos)
+        row.update(clip_diversity(feats, k), div_per_prompt=k)
+        impls["diversity"] = {"implementation": "1 − mean pairwise cosine and Vendi score (cosine kernel) of each "
+                                                f"prompt's {k} clip features ({'Shapes-CLIP' if shapes_clip else scorer.name})",
+                              "wall_s": round(time.perf_counter() - t0, 4)}
     if "fidelity" in metrics:
         from tmd_bench.metrics.fidelity import frechet_distance, paired_psnr_ssim
 
@@ -483,7 +509,8 @@ def teacher_reference(cfg: EvalConfig, teacher: Teacher, prompts: list[str], see
 
     from safetensors.torch import load_file
 
-    key = json.dumps([teacher.checkpoint_hash(), suite.sha256, len(prompts), seeds[0], cfg.guidance, cfg.shift,
+    key = json.dumps([teacher.checkpoint_hash(), suite.sha256, len(prompts),
+                      hashlib.sha256(json.dumps(seeds).encode()).hexdigest()[:12], cfg.guidance, cfg.shift,
                       teacher.spec.frames, teacher.spec.height, teacher.spec.width, teacher.spec.solver,
                       runtime.dtype_name(teacher.dtype)])
     path = out / "reference" / f"teacher-{teacher.spec.solver}-50-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"

@@ -1,0 +1,61 @@
+"""Diversity of several samples per prompt: exact values on constructed features, and a collapsed
+generator (one clip per prompt whatever the seed) told apart from the teacher through `evaluate`."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from tmd_bench import evaluate as ev
+from tmd_bench import harness
+from tmd_bench.metrics.diversity import clip_diversity, pairwise_diversity, vendi_score
+
+
+def test_identical_samples_have_no_diversity_and_orthogonal_ones_the_most():
+    same = torch.randn(3, 1, 16).expand(3, 8, 16)
+    assert pairwise_diversity(same) == pytest.approx(0, abs=1e-9) and vendi_score(same) == pytest.approx(1, abs=1e-6)
+    ortho = torch.eye(8, 16).expand(3, 8, 16)
+    assert pairwise_diversity(ortho) == pytest.approx(1) and vendi_score(ortho) == pytest.approx(8)
+    two_modes = torch.cat([torch.eye(2, 16)[:1].expand(4, 16), torch.eye(2, 16)[1:].expand(4, 16)]).unsqueeze(0)
+    assert vendi_score(two_modes) == pytest.approx(2)  # the effective number of distinct samples
+    assert pairwise_diversity(two_modes) == pytest.approx(16 / 28)  # 16 of the 28 pairs are orthogonal
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="K ≥ 2"):
+        pairwise_diversity(torch.randn(3, 1, 4))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        vendi_score(torch.full((1, 2, 4), float("nan")))
+    with pytest.raises(ValueError, match="--per-prompt ≥ 2 dividing"):
+        clip_diversity(torch.randn(6, 2, 4), 4)
+
+
+def _collapsed(teacher, cfg, name):
+    """A generator that ignores its noise: every seed of a prompt gives the same clip."""
+    base = harness.teacher_method(teacher, "euler")
+
+    def sample(noise, text, negative, steps, seeds=None):
+        fixed = torch.randn(noise.shape[1:], generator=torch.Generator().manual_seed(0)).expand_as(noise)
+        return base.sample(fixed.contiguous(), text, negative, steps, seeds)
+
+    return harness.Method("collapsed", sample, base.declared_nfe, base.declared_effective_nfe, base.network,
+                          base.blocks)
+
+
+def test_a_collapsed_generator_is_seen_where_the_teacher_is_not(tmp_path, monkeypatch):
+    """On the shipped Shapes teacher: its samples of one prompt differ in layout and speed."""
+    monkeypatch.setitem(ev._FACTORIES, "collapsed", _collapsed)
+    df = ev.evaluate(ev.EvalConfig(methods=["teacher-euler", "collapsed"],
+                                   steps=[4], limit=2, per_prompt=4, metrics=["shapes", "diversity"],
+                                   latency_repeats=1, out=str(tmp_path / "run")))
+    by = df.set_index("method")
+    assert (by["num_clips"] == 8).all() and (by["div_per_prompt"] == 4).all()
+    assert by.loc["collapsed", "div_pairwise"] == pytest.approx(0, abs=1e-6)
+    assert by.loc["collapsed", "div_vendi"] == pytest.approx(1, abs=1e-3)
+    # Shapes-CLIP features encode what a clip shows more than where: small, but far from the collapsed 0 / 1
+    assert by.loc["teacher-euler", "div_pairwise"] > 0.005 and by.loc["teacher-euler", "div_vendi"] > 1.02
+    card = json.loads((tmp_path / "run" / by.loc["teacher-euler", "run_card"]).read_text())
+    assert card["videos_per_prompt"] == 4 and "--per-prompt 4" in card["command"]
+    seeds = pd.read_csv(tmp_path / "run" / "per_clip" / "teacher-euler-s4.csv")["seed"].tolist()
+    assert seeds == list(range(8))  # clip j of prompt i: seed i·K + j
