@@ -14,6 +14,7 @@ import copy
 
 import torch
 from tmd_bench.distill import wan_parts as wp
+from tmd_bench.distill.tmd import seeded_init
 from torch import nn
 
 from tmd_bench import flow
@@ -68,22 +69,25 @@ def teacher_features(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Te
 class Discriminator(nn.Module):
     """One Conv3D head per tapped block: conv → GroupNorm → SiLU → conv → 1-channel logit map."""
 
-    def __init__(self, dim: int, num_heads: int, hidden: int | None = None):
+    def __init__(self, dim: int, num_heads: int, hidden: int | None = None, seed: int = 0):
+        """``seed``: the run's seed; the heads are initialised from it (:func:`seeded_init`), never
+        from the global RNG."""
         super().__init__()
         hidden = hidden or max(dim // 2, 8)
         groups = 8 if hidden % 8 == 0 else 1
-        self.heads = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv3d(dim, hidden, kernel_size=3, padding=1),
-                nn.GroupNorm(groups, hidden),
-                nn.SiLU(),
-                nn.Conv3d(hidden, hidden, kernel_size=3, padding=1),
-                nn.GroupNorm(groups, hidden),
-                nn.SiLU(),
-                nn.Conv3d(hidden, 1, kernel_size=1),
+        with seeded_init(seed, "discriminator"):
+            self.heads = nn.ModuleList(
+                nn.Sequential(
+                    nn.Conv3d(dim, hidden, kernel_size=3, padding=1),
+                    nn.GroupNorm(groups, hidden),
+                    nn.SiLU(),
+                    nn.Conv3d(hidden, hidden, kernel_size=3, padding=1),
+                    nn.GroupNorm(groups, hidden),
+                    nn.SiLU(),
+                    nn.Conv3d(hidden, 1, kernel_size=1),
+                )
+                for _ in range(num_heads)
             )
-            for _ in range(num_heads)
-        )
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != len(self.heads):

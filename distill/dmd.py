@@ -42,7 +42,7 @@ class DMDStep:
         self.fake = critics.FakeScore(teacher.transformer)
         self.blocks = tuple(cfg.disc_blocks or critics.discriminator_blocks(teacher.num_blocks))
         dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
-        self.disc = critics.Discriminator(dim, len(self.blocks)).to(teacher.device)
+        self.disc = critics.Discriminator(dim, len(self.blocks), seed=cfg.seed).to(teacher.device)
         # β1 = 0 for all three networks, as DMD2 does for its two-time-scale updates
         self.opts = {name: torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.0, 0.99))
                      for name, m in self.modules().items()}

@@ -21,7 +21,7 @@ from tmd_bench.distill import wan_parts as wp
 from tmd_bench.distill.precision import float32_island
 from tmd_bench.teachers import compute_dtype
 from tmd_bench.distill.dmd import _randn
-from tmd_bench.distill.tmd import DeltaTimeEmbedding
+from tmd_bench.distill.tmd import DeltaTimeEmbedding, seeded_init
 from tmd_bench.distill.trainer import SingleNetwork, update
 from torch import nn
 
@@ -59,11 +59,15 @@ def preset(teacher: str, **overrides) -> MeanFlowConfig:
 class MeanFlowStudent(nn.Module):
     """``u(z_t, r, t)``: Wan's transformer, its time conditioning = temb(t) + Δ(t − r)."""
 
-    def __init__(self, transformer: nn.Module, config: dict):
+    def __init__(self, transformer: nn.Module, config: dict, seed: int = 0):
+        """``seed``: the run's seed; the (t − r) embedding is initialised from it (``seeded_init``),
+        never from the global RNG. A loaded student overwrites it."""
         super().__init__()
         self.transformer = transformer
         dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-        self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim).to(compute_dtype(transformer))
+        with seeded_init(seed, "meanflow.delta_time"):
+            self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim)
+        self.delta_time.to(compute_dtype(transformer))
         self.config = config
 
     def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -94,7 +98,8 @@ def load_meanflow(folder: str | Path, teacher, device="cpu") -> MeanFlowStudent:
     from safetensors.torch import load_file
     from tmd_bench.distill.students import read_student
 
-    meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")
+    with torch.random.fork_rng(devices=[]):  # diffusers' from_pretrained draws a random init it overwrites:
+        meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")  # keep the global RNG as it was
     student = MeanFlowStudent(tr, {k: meta[k] for k in ("steps", "shift")})
     student.delta_time.load_state_dict(load_file(str(Path(folder) / "delta_time.safetensors")))
     return student.to(device).eval().requires_grad_(False)
@@ -169,7 +174,8 @@ def run_meanflow(teacher, cfg: MeanFlowConfig, out: str | Path, resume: bool = F
 
     out = Path(out)
     batches = training_batches(teacher, cfg.batch_size, cfg.seed, data)  # data: a latents folder, or the world
-    student = MeanFlowStudent(copy.deepcopy(teacher.transformer), {"steps": cfg.steps, "shift": cfg.shift})
+    student = MeanFlowStudent(copy.deepcopy(teacher.transformer), {"steps": cfg.steps, "shift": cfg.shift},
+                              seed=cfg.seed)
     train(MeanFlow(teacher, student, cfg), batches, out, cfg.iterations,
           resume=resume and ckpt.has_state(out), checkpoint_every=checkpoint_every, log_every=log_every,
           description="MeanFlow (whole trajectory)")

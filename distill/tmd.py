@@ -15,6 +15,7 @@ the stock forward).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,32 @@ class TMDConfig:
 
     def inner_grid(self, steps: int | None = None) -> torch.Tensor:
         return flow.time_grid(steps or self.inner_steps, self.inner_shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded initialisation of the layers a method adds (determinism: everything derives from --seed)
+
+# One fixed salt per new module; the slot 9·100_003 is used by no per-iteration generator (those
+# take seed·1_000_003 + stage·100_003 + iteration with stages 1–5), so no stream is shared below
+# 400_000 iterations.
+INIT_SALTS = {"tmd.fusion": 1, "tmd.delta_time": 2, "discriminator": 3, "meanflow.delta_time": 4}
+
+
+def init_seed(seed: int, salt: int) -> int:
+    """The seed of a new module's initialisation: ``seed·1_000_003 + 9·100_003 + salt``."""
+    return seed * 1_000_003 + 9 * 100_003 + salt
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, salt: str):
+    """Build modules inside: PyTorch's default initialisation (kaiming-uniform weights, uniform
+    biases, …) then draws from the CPU generator seeded with ``init_seed(seed, INIT_SALTS[salt])``.
+    The global CPU RNG is saved and restored (``fork_rng``), so construction neither depends on it
+    nor advances it. Build on the CPU (the default device) and move afterwards: only the CPU
+    generator is forked (the CUDA ones are left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(init_seed(seed, INIT_SALTS[salt]))
+        yield
 
 
 def effective_nfe(outer: int, inner: int, head: int, blocks: int) -> float:
@@ -160,14 +187,18 @@ class Backbone(nn.Module):
 class TMDStudent(nn.Module):
     """The TMD student: a Wan transformer split into backbone and flow head (module docstring)."""
 
-    def __init__(self, transformer: nn.Module, config: TMDConfig):
+    def __init__(self, transformer: nn.Module, config: TMDConfig, seed: int = 0):
+        """``seed``: the run's seed; the new layers (fusion block, (s − r) embedding) are initialised
+        from it (:func:`seeded_init`), never from the global RNG. A loaded student overwrites them."""
         super().__init__()
         config.validate(len(transformer.blocks))
         self.transformer = transformer
         self.config = config
         dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-        self.fusion = FusionBlock(dim)
-        self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim)
+        with seeded_init(seed, "tmd.fusion"):
+            self.fusion = FusionBlock(dim)
+        with seeded_init(seed, "tmd.delta_time"):
+            self.delta_time = DeltaTimeEmbedding(transformer.config.freq_dim, dim)
         self.fusion.to(compute_dtype(transformer))  # the new layers follow the compute dtype; diffusers'
         self.delta_time.to(compute_dtype(transformer))  # fp32-kept modules of the transformer stay fp32
         self.backbone = Backbone(self)
@@ -234,7 +265,8 @@ def load_student(folder: str | Path, teacher, device="cpu") -> TMDStudent:
     from safetensors.torch import load_file
     from tmd_bench.distill.students import read_student
 
-    meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")
+    with torch.random.fork_rng(devices=[]):  # diffusers' from_pretrained draws a random init it overwrites:
+        meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")  # keep the global RNG as it was
     cfg = TMDConfig(**{k: meta[k] for k in ("outer_steps", "inner_steps", "head_blocks", "outer_shift", "inner_shift")})
     student = TMDStudent(tr, cfg)
     extra = load_file(str(Path(folder) / "tmd_head.safetensors"))

@@ -2,7 +2,9 @@
 
 Each stage is a small class with one ``step``; :func:`tmd_bench.distill.trainer.train` runs it.
 Randomness in a step is drawn from a generator seeded by (seed, iteration), so a resumed run
-draws exactly what an uninterrupted one would.
+draws exactly what an uninterrupted one would; the layers TMD adds (fusion block, (s − r)
+embedding) and the discriminator are initialised from the seed too (``tmd.seeded_init``), so two
+runs with the same ``--seed`` give bit-identical students and the global RNG is never used.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
     data = training_batches(teacher, cfg.batch_size, cfg.seed, data, sharded=parallel is not None)
     final = None
     if 1 in stages:
-        student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)
+        student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd, seed=cfg.seed)
         if cfg.gradient_checkpointing:
             student.transformer.enable_gradient_checkpointing()
         stage1 = TMDStage1(teacher, student, cfg)
@@ -222,7 +224,7 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
                 raise ckpt.IncompatibleCheckpoint(
                     f"{start} is a {student.config.label} student; this run is {cfg.tmd.label}")
         else:
-            student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd)
+            student = TMDStudent(copy.deepcopy(teacher.transformer), cfg.tmd, seed=cfg.seed)
         if cfg.gradient_checkpointing:
             student.transformer.enable_gradient_checkpointing()
             # the teacher's features are differentiated w.r.t. the student's sample, and the fake score
