@@ -3,11 +3,14 @@
 import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 from tmd_bench.metrics import shapes, vbench
 
 
 def perfect():
-    return {d: 1.0 for d in shapes.WORLD_QUALITY + shapes.WORLD_SEMANTIC} | {"sharpness": 0.9, "all_correct": 1.0}
+    dims = shapes.WORLD_QUALITY + shapes.WORLD_SEMANTIC
+    return {d: 1.0 for d in dims} | {"subject_presence": 1.0, "all_correct": 1.0}
 
 
 def test_perfect_row_scores_one():
@@ -16,9 +19,10 @@ def test_perfect_row_scores_one():
 
 def test_matches_a_hand_computation():
     row = perfect() | {"subject_consistency": 0.9, "temporal_flicker": 0.8, "dynamic_degree": 0.5,
-                       "imaging_quality": 0.7, "acc_shape": 0.6, "acc_motion": 0.9, "acc_size": 0.75}
-    # quality: weights 1,1,1,1,½,1 → (0.9 + 1 + 0.8 + 1 + ½·0.5 + 0.7) / 5.5
-    quality = (0.9 + 1 + 0.8 + 1 + 0.25 + 0.7) / 5.5
+                       "imaging_quality": 0.7, "sharpness": 0.4, "acc_shape": 0.6, "acc_motion": 0.9,
+                       "acc_size": 0.75, "subject_presence": 0.1}
+    # quality: weights 1,1,1,1,½,1,1 → (0.9 + 1 + 0.8 + 1 + ½·0.5 + 0.7 + 0.4) / 6.5; presence stays out
+    quality = (0.9 + 1 + 0.8 + 1 + 0.25 + 0.7 + 0.4) / 6.5
     semantic = (1 + 0.6 + 1 + 0.9 + 1 + 0.75) / 6  # six attribute accuracies, identity normalisation
     got = shapes.world_scores(row)
     assert got["world_quality"] == pytest.approx(quality)
@@ -29,12 +33,17 @@ def test_matches_a_hand_computation():
 def test_same_code_path_as_vbench_and_nan_dimensions_left_out():
     row = perfect() | {"dynamic_degree": math.nan, "motion_smoothness": 0.5}
     got = shapes.world_scores(row)
-    assert got["world_quality"] == pytest.approx(4.5 / 5)  # dynamic degree (weight ½) is absent
+    assert got["world_quality"] == pytest.approx(5.5 / 6)  # dynamic degree (weight ½) is absent
     direct = vbench.aggregate({k: row[k] for k in shapes.WORLD_QUALITY + shapes.WORLD_SEMANTIC
                                if not math.isnan(row[k])}, missing="skip", spec=shapes.WORLD)
     assert got["world_total"] == direct["total"]
-    with pytest.raises(ValueError, match="unknown Shapes-world dimension 'sharpness'"):
-        vbench.aggregate({"sharpness": 0.9}, spec=shapes.WORLD)
+    with pytest.raises(ValueError, match="unknown Shapes-world dimension 'subject_presence'"):
+        vbench.aggregate({"subject_presence": 0.9}, spec=shapes.WORLD)
+
+
+def test_sharpness_is_in_the_quality_group():
+    assert "sharpness" in shapes.WORLD_QUALITY and len(shapes.WORLD_QUALITY) == 7
+    assert shapes.world_scores(perfect() | {"sharpness": 0.35})["world_quality"] == pytest.approx(1 - 0.65 / 6.5)
 
 
 def test_clean_renders_score_near_one():
@@ -58,3 +67,84 @@ def test_all_correct_carries_its_standard_error():
     agg, _ = shapes.evaluate_clips(videos, prompts)
     assert agg["all_correct"] == 0.75
     assert agg["all_correct_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+
+
+# -- quality analogues v3: clean > blurred > noise > empty ---------------------------------------
+
+def _blur(clips, sigma):
+    r = int(math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-x**2 / (2 * sigma**2))
+    k = k / k.sum()
+    h, w = clips.shape[-2:]
+    flat = clips.reshape(-1, 1, h, w)
+    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return flat.view(clips.shape)
+
+
+@pytest.fixture(scope="module")
+def variants():
+    """Renders of 48 prompts of the evaluation suite and three degradations of them."""
+    from tmd_bench import suites, world
+
+    suite = suites.load_suite("shapes-eval")
+    prompts = list(suite.prompts)[:48]
+    clean = world.render_prompts(prompts, suite.seeds(0)[:48])
+    bgs = [torch.tensor(world.BACKGROUNDS[world.Scene.parse(p).background]) * 2 - 1 for p in prompts]
+    empty = torch.stack([b.view(3, 1, 1, 1).expand(clean.shape[1:]) for b in bgs])
+    noise = torch.rand(clean.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    clips = {"clean": clean, "blurred": _blur(clean, 2.0), "noise": noise, "empty": empty}
+    return prompts, {k: shapes.evaluate_clips(v, prompts) for k, v in clips.items()}
+
+
+def test_world_quality_ranks_clean_blurred_noise_empty(variants):
+    _, scored = variants
+    q = {k: shapes.world_scores(agg)["world_quality"] for k, (agg, _) in scored.items()}
+    assert q["clean"] > 0.99
+    assert q["clean"] > q["blurred"] + 0.05  # v2: 0.997 → 0.980 for the same blur
+    assert q["blurred"] > q["noise"] + 0.3
+    assert q["noise"] > q["empty"]
+    assert q["empty"] == 0.0
+
+
+def test_the_ranking_holds_clip_by_clip(variants):
+    prompts, scored = variants
+    per = {k: [shapes.world_scores(c)["world_quality"] for c in clips] for k, (_, clips) in scored.items()}
+    for i, p in enumerate(prompts):
+        assert per["clean"][i] > per["blurred"][i] > per["noise"][i] > per["empty"][i], p
+
+
+def test_an_empty_clip_scores_zero_on_every_quality_dimension(variants):
+    agg, _ = variants[1]["empty"]
+    for d in shapes.QUALITY:
+        assert agg[d] == 0.0, d
+
+
+def test_noise_is_neither_consistent_nor_clean(variants):
+    agg, _ = variants[1]["noise"]
+    assert agg["subject_consistency"] < 0.1  # v2: 0.95 (it measured the stability of the total coverage)
+    assert agg["temporal_flicker"] < 0.1 and agg["imaging_quality"] < 0.1
+    assert agg["subject_presence"] == 1.0  # there is something in every frame: it is scored, and scores low
+
+
+def test_blur_is_seen_by_sharpness_and_clean_renders_are_sharp(variants):
+    clean, blurred = variants[1]["clean"][0], variants[1]["blurred"][0]
+    assert clean["sharpness"] > 0.98
+    assert blurred["sharpness"] < 0.5
+    for d in ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness",
+              "imaging_quality"):
+        assert clean[d] > 0.98, d
+
+
+def test_a_clip_whose_objects_vanish_half_the_time_loses_half_its_quality():
+    from tmd_bench import world
+
+    prompt = "a large green square moving right on a navy background"
+    clip = world.render_prompts([prompt], [3])
+    clip[0, :, 4:] = torch.tensor(world.BACKGROUNDS["navy"]).view(3, 1, 1, 1) * 2 - 1
+    full, _ = shapes.evaluate_clips(world.render_prompts([prompt], [3]), [prompt])
+    half, _ = shapes.evaluate_clips(clip, [prompt])
+    assert half["subject_presence"] == 0.5
+    assert half["background_consistency"] == pytest.approx(0.5 * full["background_consistency"], abs=0.01)
+    assert shapes.world_scores(half)["world_quality"] < 0.7 * shapes.world_scores(full)["world_quality"]

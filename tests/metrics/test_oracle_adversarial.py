@@ -1,0 +1,200 @@
+"""Oracle v3 against constructed clips that contradict their prompt.
+
+Each clip is drawn straight into a tensor with the world's own coverage function, colours and
+sizes, so everything *except* the contradicted attribute is a clean render. Oracle v2 scored every
+one of them all-correct (size had no bounds, motion was the joint centroid's, ties went to list
+order, the background was a forced choice, any blob fitted some template); v3 must fail exactly
+the attribute each one contradicts.
+"""
+
+import pytest
+import torch
+from tmd_bench.metrics import oracle
+
+from tmd_bench import world
+
+F, H, W = world.FRAMES, world.HEIGHT, world.WIDTH
+SMALL, LARGE = world.SIZES["small"], world.SIZES["large"]
+_YS = torch.arange(H, dtype=torch.float32).view(1, H, 1) + 0.5
+_XS = torch.arange(W, dtype=torch.float32).view(1, 1, W) + 0.5
+_T = torch.arange(F, dtype=torch.float32).view(F, 1, 1)
+
+
+def coverage(shape, size, x, y, vx=0.0, vy=0.0):
+    """(F, H, W) anti-aliased coverage of one object starting at (x, y), moving (vx, vy) px/frame."""
+    return world._coverage(shape, size, x + vx * _T, y + vy * _T, _XS, _YS)
+
+
+def compose(background, *layers):
+    """A clip (3, F, H, W) in [−1, 1]: ``background`` (a name or an RGB triple) with (colour, α) layers over it."""
+    bg = world.BACKGROUNDS.get(background, background) if isinstance(background, str) else background
+    clip = torch.tensor(bg, dtype=torch.float32).view(3, 1, 1, 1).expand(3, F, H, W).clone()
+    for colour, a in layers:
+        clip = clip * (1 - a) + torch.tensor(world.COLOURS[colour]).view(3, 1, 1, 1) * a
+    return clip * 2 - 1
+
+
+def verdict(clip, prompt):
+    return oracle.read(clip).matches(world.Scene.parse(prompt))
+
+
+def assert_fails_only(clip, prompt, *contradicted):
+    m = verdict(clip, prompt)
+    assert [a for a, ok in m.items() if not ok] == list(contradicted), (prompt, oracle.read(clip).attributes)
+
+
+def test_version_is_3():
+    assert oracle.VERSION == 3
+    from tmd_bench.metrics import shapes
+
+    assert "oracle v3" in shapes.IMPLEMENTATION
+
+
+def test_a_world_render_drawn_here_reads_all_correct():
+    """The construction itself is faithful: a clean object drawn this way reads back correctly."""
+    clip = compose("black", ("red", coverage("square", SMALL, 12.0, 6.0, vx=-0.9)))
+    assert all(verdict(clip, "a small red square moving left on a black background").values())
+    pair = compose("navy", ("green", coverage("circle", SMALL, 18.0, 6.0, vx=-0.9)),
+                   ("green", coverage("circle", SMALL, 18.0, 16.0, vx=-0.9)))
+    assert all(verdict(pair, "two small green circles moving left on a navy background").values())
+
+
+# -- size has bounds ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", [2.0, 3.0, 4.0, 5.0])
+def test_a_tiny_square_is_not_small(side):
+    clip = compose("black", ("red", coverage("square", side, 12.3, 11.6, vx=0.9)))
+    m = verdict(clip, "a small red square moving right on a black background")
+    assert not m["size"]
+    assert m["count"] and m["colour"] and m["background"]
+
+
+@pytest.mark.parametrize("side", [20.0, 21.0, 22.0, 23.0])
+def test_a_huge_object_is_not_large(side):
+    clip = compose("gray", ("blue", coverage("square", side, 12.0, 12.0)))
+    m = verdict(clip, "a large blue square standing still on a gray background")
+    assert not m["size"]
+    assert m["count"] and m["colour"] and m["shape"] and m["motion"]
+
+
+@pytest.mark.parametrize("side", [5.2, 8.8, 9.0, 9.2, 12.8])
+def test_a_side_between_or_beyond_the_nominal_sizes_has_no_size(side):
+    r = oracle.read(compose("black", ("white", coverage("square", side, 12.3, 11.7))))
+    assert r.attributes["size"] is None and r.attributes["shape"] == "square"
+
+
+# -- motion is read per object ---------------------------------------------------------------------
+
+def test_one_moving_and_one_still_object_are_not_two_moving_objects():
+    clip = compose("black", ("red", coverage("square", SMALL, 18.0, 6.0, vx=-1.0)),
+                   ("red", coverage("square", SMALL, 12.0, 17.0)))
+    assert_fails_only(clip, "two small red squares moving left on a black background", "motion")
+    assert_fails_only(clip, "two small red squares standing still on a black background", "motion")
+    r = oracle.read(clip)
+    assert sorted(o.attributes["motion"] for o in r.objects) == ["left", "still"]
+
+
+def test_a_pair_moving_apart_is_not_standing_still():
+    clip = compose("gray", ("yellow", coverage("circle", SMALL, 8.0, 6.0, vx=-0.5)),
+                   ("yellow", coverage("circle", SMALL, 16.0, 17.0, vx=0.5)))
+    for motion in ("standing still", "moving left", "moving right"):
+        assert_fails_only(clip, f"two small yellow circles {motion} on a gray background", "motion")
+
+
+@pytest.mark.parametrize("vx,vy", [(0.15, 0.0), (0.4, 0.0), (1.9, 0.0), (0.8, 0.8)])
+def test_motion_outside_the_worlds_range_has_no_direction(vx, vy):
+    """Too slow to be a move but not still, faster than the world moves, or diagonal: no motion."""
+    x0 = 6.0 if vx < 1 else 4.5
+    r = oracle.read(compose("black", ("green", coverage("circle", SMALL, x0, 6.0, vx=vx, vy=vy))))
+    assert r.attributes["motion"] is None or (vx < 0.25 and r.attributes["motion"] == "still")
+    if vx >= 0.25:
+        assert r.attributes["motion"] is None
+
+
+# -- no ties by list order ------------------------------------------------------------------------
+
+def test_a_square_and_a_circle_are_not_two_squares():
+    clip = compose("black", ("magenta", coverage("square", LARGE, 6.0, 6.5, vy=0.9)),
+                   ("magenta", coverage("circle", LARGE, 18.0, 6.5, vy=0.9)))
+    for shape in ("squares", "circles"):
+        assert_fails_only(clip, f"two large magenta {shape} moving down on a black background", "shape")
+    assert sorted(o.attributes["shape"] for o in oracle.read(clip).objects) == ["circle", "square"]
+
+
+def test_a_small_and_a_large_object_are_not_two_small_ones():
+    clip = compose("navy", ("white", coverage("triangle", SMALL, 5.0, 12.0)),
+                   ("white", coverage("triangle", LARGE, 17.0, 12.0)))
+    for size in ("small", "large"):
+        assert_fails_only(clip, f"two {size} white triangles standing still on a navy background", "size")
+
+
+def test_two_colours_are_not_two_of_one_colour():
+    clip = compose("black", ("red", coverage("circle", SMALL, 6.0, 12.0)),
+                   ("green", coverage("circle", SMALL, 18.0, 12.0)))
+    for colour in ("red", "green"):
+        assert_fails_only(clip, f"two small {colour} circles standing still on a black background", "colour")
+
+
+# -- the background must be near a named colour -----------------------------------------------------
+
+def test_an_all_white_clip_has_no_background():
+    clip = compose(world.COLOURS["white"])
+    r = oracle.read(clip)
+    assert r.attributes["background"] is None
+    for bg in world.BACKGROUNDS:
+        assert not verdict(clip, f"a small red square standing still on a {bg} background")["background"]
+
+
+@pytest.mark.parametrize("bg", [(0.25, 0.25, 0.25), (0.05, 0.05, 0.20), (0.75, 0.75, 0.75), (0.3, 0.05, 0.05)])
+def test_an_off_palette_background_has_no_name(bg):
+    clip = compose(bg, ("yellow", coverage("square", SMALL, 12.0, 12.0)))
+    assert oracle.read(clip).attributes["background"] is None
+
+
+def test_a_two_tone_background_has_no_name():
+    clip = compose("black", ("blue", coverage("square", SMALL, 12.0, 12.0)))
+    clip[:, :, :, :10] = torch.tensor(world.BACKGROUNDS["gray"]).view(3, 1, 1, 1) * 2 - 1
+    assert oracle.read(clip).attributes["background"] is None
+
+
+# -- a shape must fit its template ---------------------------------------------------------------
+
+@pytest.mark.parametrize("hole", [3.0, 5.0, 7.0])
+def test_a_ring_is_not_a_circle(hole):
+    ring = (coverage("circle", LARGE, 12.0, 12.0) - coverage("circle", hole, 12.0, 12.0)).clamp(0, 1)
+    clip = compose("black", ("red", ring))
+    assert not verdict(clip, "a large red circle standing still on a black background")["shape"]
+    assert oracle.read(clip).attributes["shape"] is None
+
+
+def test_a_cross_is_no_shape():
+    dx, dy = (_XS - 12.0).abs(), (_YS - 12.0).abs()
+    plus = (((dx < 4.5) & (dy < 1.5)) | ((dx < 1.5) & (dy < 4.5))).float().expand(F, H, W)  # 9 × 3 px bars
+    assert oracle.read(compose("gray", ("red", plus))).attributes["shape"] is None
+
+
+# -- clean renders stay correct ----------------------------------------------------------------
+
+def test_clean_renders_across_the_grammar_read_at_least_99_percent():
+    """Every fourth scene of the whole grammar (270 of 1,080; all 1,080 at two seeds read 100 %)."""
+    scenes = world.all_scenes()[::4]
+    clips = world.render_batch(scenes, torch.Generator().manual_seed(11))
+    hits = {a: 0 for a in world.ATTRIBUTES}
+    for s, clip in zip(scenes, clips):
+        for a, ok in oracle.read(clip).matches(s).items():
+            hits[a] += ok
+    for a, n in hits.items():
+        assert n / len(scenes) >= 0.99, (a, n)
+
+
+def test_objects_carry_their_own_start_and_speed():
+    """Per-object tracks give the latent variables the prompt leaves free (start, speed)."""
+    scene = world.Scene(2, "small", "blue", "triangle", "up", "black")
+    layout = world.sample_layout(scene, torch.Generator().manual_seed(5))
+    r = oracle.read(world.render(scene, layout))
+    assert len(r.objects) == 2
+    starts = sorted(tuple(o.start) for o in r.objects)
+    for (x, y), (tx, ty) in zip(starts, sorted(layout.centres)):
+        assert abs(x - tx) < 0.3 and abs(y - ty - world.SIZES["small"] / 6) < 0.3  # α-centroid of an apex-up triangle
+    for o in r.objects:
+        assert o.speed == pytest.approx(layout.speed, abs=0.05)
