@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from tmd_bench.distill.precision import float32_island
 from tmd_bench.distill import critics, losses
 from tmd_bench.distill.dmd import _bcast, _randn
 from tmd_bench.distill.dmd2 import FullStudent
@@ -188,10 +189,11 @@ class RCM:
                 if self.config.tangent == "jvp":
                     raise RuntimeError(f"--tangent jvp: forward-mode AD failed on this model ({e}); use fd") from e
                 self.use_jvp = False  # e.g. FlashAttention has no forward-mode AD: finite differences
-        with torch.no_grad():
+        # a difference of near-equal outputs: in float32 even when the student computes in bf16
+        with torch.no_grad(), float32_island(st):
             h = self.config.fd_dtau
-            F0 = student_F(st, x_tau, tau, text)
-            F1 = student_F(st, x_tau + h * dx, tau + h, text)
+            F0 = student_F(st, x_tau.float(), tau, text).float()
+            F1 = student_F(st, x_tau.float() + h * dx.float(), tau + h, text).float()
             return F0, (F1 - F0) / h
 
     def step(self, batch, iteration: int) -> dict[str, float]:

@@ -216,6 +216,9 @@ def run_tmd(teacher: Teacher, cfg: TMDTrainConfig, out: str | Path, stages: tupl
               checkpoint_every=checkpoint_every, log_every=log_every, description="TMD stage 1 (TM-MF)",
               parallel=parallel)
         final = out / "stage1" / "student"
+        del stage1, student  # stage 2 reloads the exported student: free stage 1's weights, grads and AdamW state
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if 2 in stages:
         start = final or (Path(init) if init else None)
         if start is not None:
