@@ -55,3 +55,103 @@ def clip_diversity(frame_features: torch.Tensor, per_prompt: int) -> dict[str, f
         raise ValueError(f"diversity needs --per-prompt ≥ 2 dividing the {n} clips, got {per_prompt}")
     clips = F.normalize(frame_features.float().mean(1), dim=-1).view(n // per_prompt, per_prompt, -1)
     return {"div_pairwise": pairwise_diversity(clips), "div_vendi": vendi_score(clips)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes world, exact: the prompt names every attribute but start position and speed, so the K
+# samples of a prompt should spread over those the way the world's own sampler spreads them.
+
+GRID = 3  # bins per latent dimension for mode coverage
+REFERENCE_PER_PROMPT = 16  # world renders per prompt that define the prior's spread
+REFERENCE_SEED = 20_000_003  # reference renders use seeds no evaluation draw uses
+
+
+def world_latents(clip: torch.Tensor, prompt: str):
+    """The unnamed latent variables of one clip, read by the oracle, in [0, 1] units: each object's start
+    (x / width, y / height; objects ordered by start), then the speed scaled over the world's range
+    (moving scenes). None when the clip does not show the prompt's object count (unreadable)."""
+    import numpy as np
+
+    from tmd_bench import world
+    from tmd_bench.metrics import oracle
+
+    scene = world.Scene.parse(prompt)
+    objects = oracle.read(clip).objects
+    if len(objects) != scene.count or any(not np.isfinite(o.start).all() for o in objects):
+        return None
+    starts = sorted((float(o.start[0]) / world.WIDTH, float(o.start[1]) / world.HEIGHT) for o in objects)
+    z = [c for s in starts for c in s]
+    if scene.motion != "still":
+        lo, hi = world.SPEED
+        z.append((float(np.mean([o.speed for o in objects])) - lo) / (hi - lo))
+    return np.asarray(z)
+
+
+def _cells(zs: list) -> set:
+    import numpy as np
+
+    return {tuple(np.clip((z * GRID).astype(int), 0, GRID - 1)) for z in zs}
+
+
+def energy_distance(a, b) -> float:
+    """Unbiased (U-statistic) energy distance ``2E|X − Y| − E|X − X'| − E|Y − Y'|`` between two samples
+    ``(n, d)``, ``(m, d)``; its expectation is 0 when both come from one distribution."""
+    import numpy as np
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+
+    def mean_dist(x, y, same):
+        d = np.linalg.norm(x[:, None] - y[None], axis=-1)
+        return d[~np.eye(len(x), dtype=bool)].mean() if same else d.mean()
+
+    return float(2 * mean_dist(a, b, False) - mean_dist(a, a, True) - mean_dist(b, b, True))
+
+
+class WorldDiversity:
+    """Mode coverage and energy distance of each prompt's K samples against the world's own sampler,
+    on the latent variables the prompt leaves free (:func:`world_latents`).
+
+    - ``div_world_coverage``: distinct latent cells (a GRID^d partition) the K samples reach, relative to
+      what K renders of the world reach (the mean over disjoint K-subsets of REFERENCE_PER_PROMPT
+      renders): ≈ 1 for the world itself, 1/(cells K renders reach) for a generator that collapsed.
+    - ``div_world_energy``: energy distance between the readable samples and the renders (≈ 0 for the
+      world itself; grows as the samples concentrate or shift).
+    - ``div_world_readable``: the fraction of samples whose object count the oracle could read.
+    References are read once per prompt list and reused for every row."""
+
+    def __init__(self, reference: int = REFERENCE_PER_PROMPT):
+        self.reference = reference
+        self._cache: dict[str, list] = {}
+
+    def reference_latents(self, prompt: str, index: int) -> list:
+        from tmd_bench import world
+
+        key = f"{index}:{prompt}"
+        if key not in self._cache:
+            seeds = [REFERENCE_SEED + index * self.reference + r for r in range(self.reference)]
+            clips = world.render_prompts([prompt] * self.reference, seeds)
+            self._cache[key] = [z for z in (world_latents(c, prompt) for c in clips) if z is not None]
+        return self._cache[key]
+
+    def __call__(self, videos: torch.Tensor, prompts: list[str], per_prompt: int) -> dict[str, float]:
+        import numpy as np
+
+        if per_prompt < 2 or len(prompts) % per_prompt:
+            raise ValueError(f"diversity needs --per-prompt ≥ 2 dividing the {len(prompts)} clips, got {per_prompt}")
+        coverage, energy, readable = [], [], 0
+        for i in range(0, len(prompts), per_prompt):
+            prompt = prompts[i]
+            zs = [world_latents(videos[j], prompt) for j in range(i, i + per_prompt)]
+            got = [z for z in zs if z is not None]
+            readable += len(got)
+            ref = self.reference_latents(prompt, i // per_prompt)
+            subsets = [ref[s:s + per_prompt] for s in range(0, len(ref) - per_prompt + 1, per_prompt)]
+            expected = np.mean([len(_cells(s)) for s in subsets]) if subsets else float("nan")
+            coverage.append(len(_cells(got)) / expected)
+            if len(got) >= 2:
+                energy.append(energy_distance(got, ref))
+        return {"div_world_coverage": float(np.mean(coverage)),
+                "div_world_energy": float(np.mean(energy)) if energy else float("nan"),
+                "div_world_readable": readable / len(prompts)}

@@ -55,7 +55,40 @@ def test_a_collapsed_generator_is_seen_where_the_teacher_is_not(tmp_path, monkey
     assert by.loc["collapsed", "div_vendi"] == pytest.approx(1, abs=1e-3)
     # Shapes-CLIP features encode what a clip shows more than where: small, but far from the collapsed 0 / 1
     assert by.loc["teacher-euler", "div_pairwise"] > 0.005 and by.loc["teacher-euler", "div_vendi"] > 1.02
+    # exact, on the latent variables the prompt leaves free: the collapse covers a fraction of the teacher's cells
+    assert by.loc["collapsed", "div_world_coverage"] < 0.6 * by.loc["teacher-euler", "div_world_coverage"]
     card = json.loads((tmp_path / "run" / by.loc["teacher-euler", "run_card"]).read_text())
     assert card["videos_per_prompt"] == 4 and "--per-prompt 4" in card["command"]
     seeds = pd.read_csv(tmp_path / "run" / "per_clip" / "teacher-euler-s4.csv")["seed"].tolist()
     assert seeds == list(range(8))  # clip j of prompt i: seed i·K + j
+
+
+def test_world_diversity_scores_the_world_itself_about_one_and_zero_and_a_collapse_far_off():
+    """Renders from the world's own sampler (seeds other than the reference's) cover ≈ 1 and are ≈ 0 away in
+    energy distance; one render repeated K times per prompt covers a fraction and is far."""
+    from tmd_bench import suites, world
+    from tmd_bench.metrics.diversity import WorldDiversity
+
+    prompts = list(suites.load_suite("shapes-eval").prompts[:6])
+    k = 8
+    rep = [p for p in prompts for _ in range(k)]
+    renders = world.render_prompts(rep, list(range(len(rep))))
+    collapsed = world.render_prompts(rep, [i // k for i in range(len(rep))])  # one layout per prompt
+    wd = WorldDiversity()
+    world_self, collapse = wd(renders, rep, k), wd(collapsed, rep, k)
+    assert world_self["div_world_readable"] == 1.0 == collapse["div_world_readable"]
+    assert 0.8 < world_self["div_world_coverage"] < 1.25, world_self
+    assert abs(world_self["div_world_energy"]) < 0.03, world_self
+    assert collapse["div_world_coverage"] < 0.5 * world_self["div_world_coverage"], collapse
+    assert collapse["div_world_energy"] > 5 * abs(world_self["div_world_energy"]) + 0.05, collapse
+
+
+def test_energy_distance_is_zero_in_expectation_and_grows_with_a_shift():
+    import numpy as np
+
+    from tmd_bench.metrics.diversity import energy_distance
+
+    rng = np.random.default_rng(0)
+    same = [energy_distance(rng.normal(size=(16, 3)), rng.normal(size=(16, 3))) for _ in range(200)]
+    assert abs(np.mean(same)) < 0.02
+    assert energy_distance(rng.normal(size=(16, 3)), rng.normal(size=(16, 3)) + 1.0) > 0.5
