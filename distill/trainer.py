@@ -2,8 +2,8 @@
 
 A method is a small class with ``modules`` (what to checkpoint), ``optimizers`` and
 ``step(batch, iteration) -> losses``; the loop owns data, progress, the append-only metrics
-log, periodic checkpoints (safetensors + JSON), resume, and the NaN guard. A method never
-copies this loop.
+log, periodic crash-safe checkpoints (safetensors + JSON, see ``tmd_bench.checkpoint``), resume,
+and the NaN guard. A method never copies this loop.
 """
 
 from __future__ import annotations
@@ -81,12 +81,20 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
     yields the global batch. With ``parallel`` (inside torchrun) the method's networks are wrapped
     (DDP or FSDP2), each process computes its share of every batch, rank 0 logs and exports, and
     checkpoints are DCP (``state.json`` says ``"format": "dcp"``); without it nothing changes.
+
+    Crash safety: a checkpoint is one unit (``tmd_bench.checkpoint``: written beside the previous one,
+    switched to by replacing ``state.json``), and holds everything the rest of the run depends on —
+    networks, optimisers, the global RNG state, the stream position, the running sums of the log rows
+    since the last one written and the log's length — so a run killed at any moment (inside a save
+    included) and resumed ends bit-identical, weights and ``log.csv`` (but ``elapsed_s``), to an
+    uninterrupted one, whatever ``checkpoint_every``. The student export is written beside the
+    previous one and swapped in; ``state.json`` marks it done, and a resume redoes an unfinished one.
     """
     out = Path(out)
     cfg = _config_dict(method.config)
     rep = distributed.setup(method, parallel) if parallel is not None else None
     main = distributed.is_main()
-    it, elapsed = 0, 0.0
+    it, elapsed, meta = 0, 0.0, {}
     if resume:
         if not ckpt.has_state(out):
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
@@ -107,28 +115,49 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             if rep is not None and rep.strategy == "fsdp":
                 raise ckpt.IncompatibleCheckpoint(f"{out} holds a single-process checkpoint; resume it with "
                                                   "--strategy ddp or in one process")
-            tensors, _ = ckpt.load_state(out)
+            tensors, meta = ckpt.load_checkpoint(out)  # verified against the manifest's size and sha256
             for name, module in method.modules().items():
                 ckpt.load_module_tensors(f"module.{name}", module, tensors)
             for name, opt in method.optimizers().items():
                 ckpt.load_optimizer(f"optim.{name}", opt, tensors, meta["optim"][name])
+            ckpt.restore_rng(tensors)
+            del tensors
         it, elapsed = meta["iteration"], meta["elapsed_s"]
         data.position = meta["data_position"]
     elif ckpt.has_state(out):
         raise FileExistsError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    log = ckpt.MetricsLog(out / "log.csv", resume_step=it if resume else None) if main else None
+    log = ckpt.MetricsLog(out / "log.csv", resume_step=it if resume else None,
+                          resume_bytes=meta.get("log_bytes")) if main else None
+    # the log rows' running sums since the last row written (a resumed run continues the same window)
+    window = meta.get("log_window") or {}
+    sums, counts = dict(window.get("sums", {})), dict(window.get("counts", {}))
+    t_last = time.perf_counter()
+
+    def export() -> None:
+        if rep is not None:
+            distributed.export(method, out / "student")
+        elif main:
+            ckpt.export_folder(out / "student", method.export, method.name, it)
+        ckpt.crash_point("exported", method.name, it)
+        if main:
+            ckpt.mark_exported(out, it)
 
     def save() -> None:
+        nonlocal elapsed, t_last
+        now = time.perf_counter()
+        elapsed += now - t_last
+        t_last = now
+        state = {"method": method.name, "iteration": it, "elapsed_s": elapsed, "config": cfg,
+                 "data_position": data.position, "data": getattr(data, "identity", None),
+                 "log_window": {"sums": sums, "counts": counts}, "log_bytes": log.sync() if main else None}
         if rep is not None:
             rel, fresh = distributed.save_checkpoint(out, method, it)
             if main:
-                ckpt.save_meta(out, {"method": method.name, "iteration": it, "elapsed_s": elapsed, "config": cfg,
-                                     "data_position": data.position,
-                                     "data": getattr(data, "identity", None), "format": "dcp", "dcp": rel, "fresh_optimizers": fresh,
-                                     "world_size": rep.world_size, "parallel": asdict(parallel)})
+                ckpt.save_meta(out, {**state, "format": "dcp", "dcp": rel, "fresh_optimizers": fresh,
+                                     "world_size": rep.world_size, "parallel": asdict(parallel), "exported": False})
                 distributed.prune_checkpoints(out, rel)
-            distributed.export(method, out / "student")
+            export()
             return
         tensors: dict[str, torch.Tensor] = {}
         for name, module in method.modules().items():
@@ -138,28 +167,32 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
             t, m = ckpt.optimizer_tensors(f"optim.{name}", opt)
             tensors.update(t)
             optim_meta[name] = m
-        ckpt.save_state(out, tensors, {"method": method.name, "iteration": it, "elapsed_s": elapsed,
-                                       "config": cfg, "optim": optim_meta, "data_position": data.position,
-                                       "data": getattr(data, "identity", None)})
-        method.export(out / "student")
+        tensors.update(ckpt.rng_tensors())
+        ckpt.save_checkpoint(out, tensors, {**state, "optim": optim_meta})
+        export()
 
-    t_last, sums, counts = time.perf_counter(), {}, {}
+    if resume and not meta.get("exported", True):  # killed after the checkpoint, before its export was whole
+        export()
     with progress_bar(disable=not main) as bar:
         task = bar.add_task(description or method.name, total=iterations, completed=it, status="")
         while it < iterations:
             losses = method.step(next(data), it)
             for k, v in losses.items():
+                v = float(v)  # a Python float: the running sums are saved in state.json exactly
                 ckpt.check_finite(torch.tensor(v), it, k)
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
             it += 1
+            ckpt.crash_point("step", method.name, it)
             bar.update(task, completed=it, status=" ".join(f"{k} {v:.4g}" for k, v in losses.items()))
-            if main and (it % log_every == 0 or it == iterations):
-                now = time.perf_counter()
-                elapsed += now - t_last
-                t_last = now
-                log.append({"iteration": it, **{k: sums[k] / counts[k] if k in sums else float("nan")
-                                                 for k in method.loss_names}, "elapsed_s": round(elapsed, 2)})
+            if it % log_every == 0 or it == iterations:
+                if main:
+                    now = time.perf_counter()
+                    elapsed += now - t_last
+                    t_last = now
+                    log.append({"iteration": it, **{k: sums[k] / counts[k] if k in sums else float("nan")
+                                                     for k in method.loss_names}, "elapsed_s": round(elapsed, 2)})
+                    ckpt.crash_point("logged", method.name, it)
                 sums, counts = {}, {}
             if it % checkpoint_every == 0 or it == iterations:
                 save()
