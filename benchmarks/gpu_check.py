@@ -204,7 +204,7 @@ def cli_worker(record_path: str, latency_rows: str, argv: list[str]) -> None:
     from tmd_bench.distill import trainer
     from tmd_bench.distill.dmd import DMDStep
 
-    real_train, real_save, real_generate = trainer.train, checkpoint.save_state, dataset.generate
+    real_train, real_save, real_generate = trainer.train, checkpoint.save_checkpoint, dataset.generate
 
     def train(method, data, out, iterations, **kw):
         # DMD2-v steps (TMD stage 2, DMD2-v) alternate critics and student; the others update one network
@@ -234,11 +234,12 @@ def cli_worker(record_path: str, latency_rows: str, argv: list[str]) -> None:
         finally:
             entry["train_wall_s"] = time.perf_counter() - t0
 
-    def save_state(folder, tensors, meta):
+    def save_checkpoint(folder, tensors, meta):
         t0 = time.perf_counter()
-        real_save(folder, tensors, meta)
-        size = (Path(folder) / checkpoint.STATE_TENSORS).stat().st_size
+        name = real_save(folder, tensors, meta)
+        size = checkpoint.tensors_path(folder).stat().st_size
         record["saves"].append({"folder": str(folder), "s": time.perf_counter() - t0, "gib": size / 2**30})
+        return name
 
     def generate(*args, **kwargs):
         sync()
@@ -249,7 +250,7 @@ def cli_worker(record_path: str, latency_rows: str, argv: list[str]) -> None:
                                    "steps": kwargs.get("steps")}
         return index
 
-    trainer.train, checkpoint.save_state, dataset.generate = train, save_state, generate
+    trainer.train, checkpoint.save_checkpoint, dataset.generate = train, save_checkpoint, generate
     if latency_rows == "students":  # `bench latency` has no row option: leave out the 50-step teacher row
         from tmd_bench import bench
 
@@ -414,8 +415,14 @@ class Check:
         if step["status"] == "ok":
             self.result["training"].append(_training_row(name, step, state_dirs))
         if not self.args.keep_work:  # the optimiser states are large (≈ 8 GiB per 1.3B network): free the disk
+            import shutil
+
+            from tmd_bench import checkpoint
+
             for d in state_dirs:
-                (d / "state.safetensors").unlink(missing_ok=True)
+                current = checkpoint.current_checkpoint(d)
+                if current is not None and current != d:
+                    shutil.rmtree(current, ignore_errors=True)
 
     def evaluate(self):
         ckpts = {"dmd2": self.work / "dmd2" / "dmd2" / "student", "tmd": self.work / "tmd" / "stage2" / "student"}
