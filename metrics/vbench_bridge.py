@@ -14,8 +14,10 @@
   ``vb_<dimension>`` per dimension, and ``vbench_quality``/``vbench_semantic``/``vbench_total``
   (VBench's aggregation, :mod:`tmd_bench.metrics.vbench`) where their groups are complete.
 
-MP4 needs PyAV (``pip install av``; torchvision's video writer uses it); without it the clips are
-written as GIF under the same names, which VBench's loader also reads.
+Clips are H.264 MP4 (yuv420p, CRF :data:`tmd_bench.video.CRF`) written by
+:func:`tmd_bench.video.write_mp4`; the manifest records the format (``video_format``). Without PyAV
+(``pip install av``) or its libx264 encoder the clips are GIF under the same names, which VBench's
+loader also reads, and the summary's notes say so.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from tmd_bench import video as videofile
 from tmd_bench.metrics import vbench
 
 VIDEOS_PER_PROMPT = 5
@@ -49,26 +52,16 @@ def vbench_name(prompt: str, index: int, suffix: str = ".mp4") -> str:
 
 
 def mp4_available() -> bool:
-    return importlib.util.find_spec("av") is not None
-
-
-def _frames_uint8(video: np.ndarray) -> np.ndarray:
-    """``(3, F, H, W)`` in [−1, 1] → ``(F, H, W, 3)`` uint8."""
-    return ((np.asarray(video, dtype=np.float32).transpose(1, 2, 3, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    """PyAV with its libx264 encoder (:func:`tmd_bench.video.mp4_available`)."""
+    return videofile.mp4_available()
 
 
 def write_video(path: Path, video: np.ndarray, fps: int = 8) -> None:
-    frames = _frames_uint8(video)
+    """``(3, F, H, W)`` in [−1, 1] → ``path``: H.264 MP4 for ``.mp4``, else GIF (both written atomically)."""
     if path.suffix == ".mp4":
-        import torch
-        from torchvision.io import write_video as tv_write
-
-        tv_write(str(path), torch.from_numpy(frames), fps=fps)
+        videofile.write_mp4(path, video, fps)
     else:
-        from PIL import Image
-
-        imgs = [Image.fromarray(f) for f in frames]
-        imgs[0].save(path, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+        videofile.write_gif(path, video, fps)
 
 
 def load_samples(source: str | Path) -> list[tuple[str, np.ndarray, list[str], list[int]]]:
@@ -104,8 +97,9 @@ def export_videos(source: str | Path, out: str | Path, fps: int = 8) -> dict:
     suffix = ".mp4" if mp4_available() else ".gif"
     summary = {"folders": [], "files": 0, "format": suffix[1:], "notes": []}
     if suffix == ".gif":
-        summary["notes"].append("PyAV is not installed (pip install av), so clips are GIF under VBench's names "
-                                "(VBench reads .gif too); install av for .mp4")
+        summary["notes"].append(f"{videofile.mp4_unavailable_reason()}, so clips are GIF under VBench's names "
+                                "(VBench reads .gif too); install av (with libx264) for .mp4")
+    video_format = {**(videofile.VIDEO_FORMAT if suffix == ".mp4" else videofile.GIF_FORMAT), "fps": fps}
     for row_id, videos, prompts, seeds in rows:
         folder = out / row_id if len(rows) > 1 else out
         folder.mkdir(parents=True, exist_ok=True)
@@ -124,7 +118,8 @@ def export_videos(source: str | Path, out: str | Path, fps: int = 8) -> dict:
                              "seed": seed, "seed_rule_vbench": vbench_seed(order.index(prompt), index)})
         short = sorted({p for p, n in counts.items() if n < VIDEOS_PER_PROMPT})
         (folder / MANIFEST).write_text(json.dumps({
-            "row_id": row_id, "source": str(source), "fps": fps, "videos_per_prompt": VIDEOS_PER_PROMPT,
+            "row_id": row_id, "source": str(source), "fps": fps, "video_format": video_format,
+            "videos_per_prompt": VIDEOS_PER_PROMPT,
             "prompts_with_fewer_videos": len(short), "videos": manifest}, indent=2))
         if short:
             summary["notes"].append(f"{row_id}: {len(short)} of {len(counts)} prompts have fewer than "

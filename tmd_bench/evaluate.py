@@ -6,7 +6,8 @@ A run folder holds:
 - ``cards/<row_id>.json``: the run card of each row (evaluation spec §4);
 - ``per_clip/<row_id>.csv``: what the oracle read from every clip;
 - ``samples/<row_id>.safetensors``: the preview clips (first ``--preview`` prompts), which the
-  report shows side by side.
+  report shows side by side; the same clips as ``samples/<row_id>/<k>.mp4`` (H.264, the teacher's
+  fps; ``.gif`` without PyAV/libx264), described by the run card's ``video_files``.
 
 Rows are written as soon as each configuration finishes: an interrupted evaluation keeps them.
 """
@@ -351,6 +352,11 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
         from tmd_bench.metrics.clip import load_clip
 
         scorer = load_clip(cfg.clip_model, cfg.clip_weights, device)
+    world_div = None
+    if "diversity" in metrics and teacher.spec.world == "shapes":
+        from tmd_bench.metrics.diversity import WorldDiversity
+
+        world_div = WorldDiversity()  # its reference renders are read once, for every row
     k = cfg.per_prompt or (DIVERSITY_PER_PROMPT if "diversity" in metrics else 1)
     # clip (i, j), the j-th of prompt i, uses seed base + i·K + j (K = 1: base + i, as always)
     prompts = [p for p in suite.prompts for _ in range(k)]
@@ -390,7 +396,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 metric_impls = {}
                 t_metrics = time.perf_counter()
                 row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
-                                          metric_impls, shapes_clip=shapes_clip, per_prompt=k))
+                                          metric_impls, shapes_clip=shapes_clip, per_prompt=k,
+                                          world_div=world_div))
                 if "shapes" in metrics:
                     from tmd_bench.metrics import shapes
 
@@ -403,6 +410,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 if metrics:
                     row["metrics_time_s"] = round(time.perf_counter() - t_metrics, 4)
                 row["run_card"] = f"cards/{row_id}.json"
+                from tmd_bench import video  # preview clips as MP4 (GIF without PyAV/libx264)
+
                 card = {
                     "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": commit,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -421,6 +430,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     "videos_per_prompt": k,
                     "video": {"frames": gen.videos.shape[2], "height": gen.videos.shape[3],
                               "width": gen.videos.shape[4], "fps": teacher.spec.fps},
+                    # the preview clips as video files (written below): format, codec settings, fps, paths
+                    "video_files": video.preview_files(row_id, min(cfg.preview, len(prompts)), teacher.spec.fps),
                     "latency_protocol": {"warmup": lat.warmup, "repeats": lat.repeats, "batch_size": lat.batch_size,
                                          "statistic": "median; spread = max − min of total",
                                          "synchronised": device.type == "cuda", "memory": lat.memory_kind,
@@ -437,9 +448,11 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     pd.DataFrame([{"prompt": c["prompt"], "seed": s, "all_correct": c["all_correct"],
                                    **{f"read_{k}": v for k, v in c["read"].items()}}
                                   for c, s in zip(per_clip, seeds)]).to_csv(out / "per_clip" / f"{row_id}.csv", index=False)
-                k = min(cfg.preview, len(prompts))
-                save_file({"videos": gen.videos[:k].contiguous()}, str(out / "samples" / f"{row_id}.safetensors"),
-                          metadata={"prompts": json.dumps(prompts[:k]), "seeds": json.dumps(seeds[:k])})
+                n_preview = min(cfg.preview, len(prompts))  # not `k`: that is videos per prompt, used by the next row
+                save_file({"videos": gen.videos[:n_preview].contiguous()},
+                          str(out / "samples" / f"{row_id}.safetensors"),
+                          metadata={"prompts": json.dumps(prompts[:n_preview]), "seeds": json.dumps(seeds[:n_preview])})
+                video.write_previews(out, card["video_files"], gen.videos[:n_preview])  # samples/<row>/<i>.mp4
                 rows = [r for r in rows if r["row_id"] != row_id] + [row]
                 write_results(rows, results_path)
     if not distributed.is_main():
@@ -452,7 +465,7 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
 
 def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prompts: list[str], seeds: list[int],
                    suite, scorer, metrics: list[str], out: Path, impls: dict, shapes_clip=None,
-                   per_prompt: int = 1) -> dict:
+                   per_prompt: int = 1, world_div=None) -> dict:
     """CLIP score, fidelity to the teacher's 50-step samples from the same noise, and Shapes-CLIP's
     CLIP score and Fréchet distance to real renders (``shapes_clip``: a ShapesClipMetrics)."""
     row: dict = {}
@@ -482,8 +495,15 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
         k = per_prompt
         feats = shapes_clip.frame_features(videos) if shapes_clip is not None else scorer.frame_features(videos)
         row.update(clip_diversity(feats, k), div_per_prompt=k)
+        if teacher.spec.world == "shapes":  # exact: the latent variables the prompt leaves free
+            from tmd_bench.metrics.diversity import WorldDiversity
+
+            row.update((world_div or WorldDiversity())(videos, prompts, k))
         impls["diversity"] = {"implementation": "1 − mean pairwise cosine and Vendi score (cosine kernel) of each "
-                                                f"prompt's {k} clip features ({'Shapes-CLIP' if shapes_clip else scorer.name})",
+                                                f"prompt's {k} clip features ({'Shapes-CLIP' if shapes_clip else scorer.name})"
+                                                + ("; Shapes world: oracle-read start and speed, mode coverage and "
+                                                   "energy distance vs the world's renders"
+                                                   if teacher.spec.world == "shapes" else ""),
                               "wall_s": round(time.perf_counter() - t0, 4)}
     if "fidelity" in metrics:
         from tmd_bench.metrics.fidelity import frechet_distance, paired_psnr_ssim
