@@ -164,3 +164,66 @@ def test_clips_outside_their_range_are_refused_and_unit_range_is_flagged(tiny_cl
     unit = torch.rand(1, 3, 2, 32, 32, generator=torch.Generator().manual_seed(5))
     a = scorer.frame_features(unit, value_range=(0.0, 1.0))
     torch.testing.assert_close(a, scorer.frame_features(unit * 2 - 1))
+
+
+def test_clip_score_equals_torchmetrics_clip_score_on_the_same_model(tiny_clip):
+    """torchmetrics' `clip_score` with the same tiny open_clip network, its images preprocessed by
+    transformers' own CLIPImageProcessor (shortest-side resize, centre crop, the release's mean/std):
+    frame by frame, on square and non-square frames, our score equals it."""
+    from torchmetrics.functional.multimodal import clip_score as tm_clip_score
+    from transformers import CLIPImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    scorer = clip.load_clip("tiny-test-clip", tiny_clip)
+    pp, size = scorer.preprocess, scorer.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    image_processor = CLIPImageProcessor(do_resize=True, size={"shortest_edge": size}, resample=PILImageResampling.BICUBIC,
+                                do_center_crop=True, crop_size={"height": size, "width": size}, do_rescale=True,
+                                rescale_factor=1 / 255, do_normalize=True, image_mean=list(pp["mean"]),
+                                image_std=list(pp["std"]), do_convert_rgb=True)
+
+    class Processor:  # torchmetrics' processor interface: transformers for images, open_clip's tokenizer for text
+        def __call__(self, text=None, images=None, return_tensors="pt", padding=True):
+            if images is not None:
+                return {"pixel_values": image_processor(images=images, return_tensors="pt")["pixel_values"]}
+            ids = scorer.tokenizer(text)
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = scorer.model
+            self.config = object()
+
+        def get_image_features(self, pixel_values):
+            return self.net.encode_image(pixel_values.float())
+
+        def get_text_features(self, input_ids, attention_mask=None):
+            return self.net.encode_text(input_ids)
+
+    prompts = ["a red circle", "two blue squares"]
+    squash = clip.CLIPScorer(scorer.model, scorer.tokenizer, scorer.name, scorer.weights, scorer.weights_sha256,
+                             {**scorer.preprocess, "resize_mode": "squash"})
+    errors, squash_errors = [], []
+    for h, w in ((32, 32), (30, 52), (64, 40)):
+        g = torch.Generator().manual_seed(h * w)
+        coarse = torch.rand(4, 3, 5, 7, generator=g) * 2 - 1  # smooth content: resamplers agree on it
+        videos = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        videos = videos.view(2, 2, 3, h, w).transpose(1, 2).contiguous()
+        if w > h:  # content at the borders: a squash would see it, a centre crop does not
+            videos[..., : (w - h) // 2 - 1], videos[..., w - (w - h) // 2 + 1:] = 0.9, -0.9
+        elif h > w:
+            videos[..., : (h - w) // 2 - 1, :], videos[..., h - (h - w) // 2 + 1:, :] = 0.9, -0.9
+        ours = 100 * torch.einsum("bfd,bd->bf", scorer.frame_features(videos), scorer.text_features(prompts))
+        other = 100 * torch.einsum("bfd,bd->bf", squash.frame_features(videos), squash.text_features(prompts))
+        for i in range(2):
+            for f in range(2):
+                frame = ((videos[i, :, f] + 1) / 2 * 255).round().to(torch.uint8)
+                ref = float(tm_clip_score(frame, prompts[i], model_name_or_path=lambda: (Model(), Processor())))
+                errors.append(abs(ref - max(float(ours[i, f]), 0.0)))
+                squash_errors.append(abs(ref - max(float(other[i, f]), 0.0)))
+                if h == w:  # square frames: the same pixels reach the network
+                    assert errors[-1] < 0.3, (h, w, i, f, errors[-1])
+    # non-square: transformers crops at ⌊(W − S)/2⌋, torchvision/open_clip at round((W − S)/2) — one pixel, and
+    # PIL's and torch's bicubic differ — so equal to within a point; a squash is several times further off
+    assert max(errors) < 1.0 and sum(errors) < 0.25 * sum(squash_errors), (errors, squash_errors)
