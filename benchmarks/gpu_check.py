@@ -104,20 +104,9 @@ WORDS = ("a an the of in on at to with and through over under into near from by 
 
 
 def t5_style_tokenizer(words=WORDS):
-    """A T5/UMT5-style tokenizer (SentencePiece Unigram with ``▁`` word pieces, ``</s>`` appended, ``<pad>``
-    = 0, character fallback so any prompt tokenizes), built offline with the ``tokenizers`` library."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+    from tmd_bench.teachers import umt5_style_tokenizer
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(dict.fromkeys(words))]
-    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.;:'&<>/()-"] + [("▁", -4.0)]
-    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+    return umt5_style_tokenizer(list(words))
 
 
 def build_checkpoint(folder: Path, mode: str, seed: int = 0) -> dict:

@@ -3,7 +3,6 @@ to the teacher it is evaluated or trained against (method, teacher id, depth, ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 

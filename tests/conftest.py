@@ -63,20 +63,23 @@ WAN_WORDS = ("a cat dog sitting running on the grass red blue in field & amp ; b
 
 
 def umt5_style_tokenizer(words=WAN_WORDS):
-    """A real T5/UMT5-style tokenizer (SentencePiece Unigram with ``▁`` word pieces, ``</s>`` appended,
-    ``<pad>`` = 0), built offline with the ``tokenizers`` library and wrapped in transformers' class."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+    """A real T5/UMT5-style tokenizer (SentencePiece Unigram), built offline: tmd_bench.teachers'."""
+    from tmd_bench.teachers import umt5_style_tokenizer as build
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(words)]
-    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.;&<>/()"] + [("▁", -4.0)]
-    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+    return build(list(words))
+
+
+def chromium() -> str:
+    """Debian's chromium for the report's browser tests (`make test` installs it)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("TMD_BENCH_SKIP_BROWSER"):
+            pytest.skip("TMD_BENCH_SKIP_BROWSER is set")
+        pytest.fail("the report's browser test needs Debian's chromium: `make test` installs it "
+                    "(apt-get install chromium), or set TMD_BENCH_SKIP_BROWSER=1 to skip")
+    return path
 
 
 def build_wan_pipeline(folder=None, seed: int = 0, flow_shift: float = 3.0, z_dim: int = 16, num_layers: int = 4):

@@ -1,4 +1,3 @@
-import os
 import shutil
 
 import pandas as pd
@@ -57,13 +56,9 @@ def test_report_errors(two_runs, tmp_path):
 
 
 def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("TMD_BENCH_SKIP_BROWSER"):
-            pytest.skip("TMD_BENCH_SKIP_BROWSER is set")
-        pytest.fail("the report's browser test needs Debian's chromium: `make test` installs it "
-                    "(apt-get install chromium), or set TMD_BENCH_SKIP_BROWSER=1 to skip")
-    return path
+    from conftest import chromium
+
+    return chromium()
 
 
 def test_report_in_a_real_headless_browser(two_runs, tmp_path):

@@ -173,7 +173,7 @@ def test_bidi_controls_are_never_emitted_raw(tmp_path):
     assert not any(c in html for c in BIDI_CONTROLS)
     assert "a cat [U+202E]sitting (1234)" in html and "raw [U+202E] in a card" in html
     assert "[U+202A][U+202B][U+202C][U+202D][U+202E][U+2066][U+2067][U+2068][U+2069][U+200E][U+200F][U+061C]" in html
-    assert "acc_[U+202E]col" in html and f"run[U+202E]x" in html
+    assert "acc_[U+202E]col" in html and "run[U+202E]x" in html
     # right-to-left text (no control needed) is isolated in <bdi>
     assert "<bdi>שלום world</bdi>" in html
 
@@ -197,14 +197,9 @@ def _char_lefts(page, selector: str, needle: str):
 
 
 def _chromium() -> str:
-    """Debian's chromium, as tests/test_report.py finds it."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("TMD_BENCH_SKIP_BROWSER"):
-            pytest.skip("TMD_BENCH_SKIP_BROWSER is set")
-        pytest.fail("the report's browser test needs Debian's chromium (apt-get install chromium), "
-                    "or set TMD_BENCH_SKIP_BROWSER=1 to skip")
-    return path
+    from conftest import chromium
+
+    return chromium()
 
 
 def test_bidi_override_in_a_prompt_does_not_reorder_the_page_in_a_real_browser(tmp_path):

@@ -8,7 +8,6 @@ nothing else is lost (evaluation rows and training checkpoints are written as th
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 from pathlib import Path
@@ -509,11 +508,10 @@ def bench_tmd(
 ):
     """Stage-2 rollout cost and TMD sampler overhead (spec tmd.md §8 and §5), in wall time and FLOPs."""
 
-    import torch
     from rich.table import Table
 
     from tmd_bench.bench import bench_tmd as run_bench
-    from tmd_bench.teachers import load_teacher, random_wan_teacher
+    from tmd_bench.teachers import random_wan_teacher
 
     from tmd_bench import runtime
 
@@ -568,7 +566,7 @@ def bench_latency(
 
     from tmd_bench.bench import bench_latency as run_bench
     from tmd_bench.evaluate import prepare_out, write_results
-    from tmd_bench.teachers import WanCodec, load_teacher, random_wan_teacher
+    from tmd_bench.teachers import WanCodec, random_wan_teacher
 
     from tmd_bench import runtime
 

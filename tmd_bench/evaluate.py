@@ -35,7 +35,7 @@ import tmd_bench
 from tmd_bench import distributed, harness, runtime, suites
 from tmd_bench.progress import progress_bar
 from tmd_bench.registry import clip_text
-from tmd_bench.teachers import Teacher, load_teacher
+from tmd_bench.teachers import Teacher
 
 # Columns every results.csv has, in this order (others, e.g. per-metric ones, follow).
 CORE_COLUMNS = [

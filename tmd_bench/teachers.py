@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -346,6 +346,26 @@ def build_tokenizer(words: list[str], max_length: int):
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
                                    unk_token="<unk>", model_max_length=max_length)
+
+
+def umt5_style_tokenizer(words: list[str], max_length: int = 512):
+    """A T5/UMT5-style tokenizer (SentencePiece Unigram with ``▁`` word pieces, ``</s>`` appended,
+    ``<pad>`` = 0, character fallback so any prompt tokenizes), built offline with the ``tokenizers``
+    library and wrapped in transformers' class: what a tiny stand-in for Wan's UMT5 tokenizer needs
+    (tests, the GPU check's random-weight checkpoint)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(dict.fromkeys(words))]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.;:'&<>/()-"] + [("▁", -4.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=max_length)
 
 
 def build_teacher(spec: TeacherSpec, transformer_config: dict, text_config: dict, words: list[str],
