@@ -23,8 +23,8 @@ per clip ``(3, F, H, W)``:
    pixels' best-fitting colours, if it holds ≥ 75 % of the weight; else none), and shape by
    template fit: square, circle and apex-up triangle of area ``A`` at the α-centroid, blurred with
    σ ∈ ``TEMPLATE_SIGMAS``; the error is the least-squares residual over the region divided by
-   ``Σα²``. A shape is read only if its error is ≤ ``SHAPE_MAX_ERROR`` = 0.05 and the runner-up's
-   is ≥ ``SHAPE_RATIO`` = 1.5 times it; otherwise that frame's shape is ``None`` (a ring, a cross
+   ``Σα²``. A shape is read only if its error is ≤ ``SHAPE_MAX_ERROR`` = 0.08 and the runner-up's
+   is ≥ ``SHAPE_RATIO`` = 1.3 times it; otherwise that frame's shape is ``None`` (a ring, a cross
    or a blob fits no template; a rounded square fits two alike). The σ of the best fit is the
    blob's blur estimate σ̂ (→ ``sharpness``). Fits are made for the candidates step 4 tracks;
 4. **count**: the number of components in a strict majority of the frames (else ``None``);
@@ -33,7 +33,7 @@ per clip ``(3, F, H, W)``:
 5. **per object**, over its track:
    - *colour*: the colour of a strict majority of its frames, provided its measured core colour
      (median of its pixels at α ≥ the median of its α > 0.5) lies within ``COLOUR_TOLERANCE`` =
-     0.15 of the blend segment from ``b`` to that palette colour, between ``CORE_MIN`` = 60 % and
+     0.3 of the blend segment from ``b`` to that palette colour, between ``CORE_MIN`` = 60 % and
      100 % of the way (a blurred small object's core is a partial blend; an off-palette colour is
      off the segment; the closest two object colours are 0.75 apart);
    - *shape*: the shape read in a strict majority of its frames;
@@ -81,6 +81,11 @@ import torch
 from tmd_bench import world
 
 VERSION = 3
+# Calibration note: SHAPE_MAX_ERROR 0.05 → 0.08, SHAPE_RATIO 1.5 → 1.3 and COLOUR_TOLERANCE 0.15 → 0.3 are
+# the loosest values for which every adversarial clip still fails (a ring with a 3 px hole reads as a circle
+# at 0.1 / 1.5). Even so, version 3 reads the shipped teacher's 50-step samples 72% all-correct where
+# version 2 reads 96% (shapes of small, slightly blurred objects fall inside the ambiguity margin): whether
+# those readings are right needs an audit by eye before version 3 replaces version 2 as the default.
 _BG = np.array(list(world.BACKGROUNDS.values()), dtype=np.float64)
 _FG = np.array(list(world.COLOURS.values()), dtype=np.float64)
 _BG_NAMES = list(world.BACKGROUNDS)
@@ -91,7 +96,7 @@ BG_CLOSE = 0.2  # a pixel this close (RGB distance in [0, 1]) to a background co
 BG_MIN_SHARE = 0.4  # the named background covers at least this share of all pixels (two large objects: ≈ 0.42 object)
 BG_OTHER_MAX_SHARE = 0.2  # … and no other background colour this much
 BG_TOLERANCE = 0.1  # mean of the background pixels within this of the palette colour
-COLOUR_TOLERANCE = 0.15  # an object's measured core colour within this of its palette colour's blend segment
+COLOUR_TOLERANCE = 0.3  # an object's measured core colour within this of its palette colour's blend segment
 CORE_MIN = 0.6  # … between 60 % and 100 % of the way from the background (a blurred core is a partial blend)
 STILL_THRESHOLD = 2.0  # px of displacement over the clip; the slowest move is ≈ 4.9 px
 SPEED_RANGE = (world.SPEED[0] - 0.2, world.SPEED[1] + 0.2)  # px/frame along the motion axis
@@ -99,9 +104,9 @@ DIRECTION_TOLERANCE = 0.35  # cross-axis / along-axis speed (≈ 19°)
 SIZE_TOLERANCE = 1.5  # px on the nominal side (7 or 11)
 MIN_AREA = 4  # pixels; smaller blobs are noise, not objects
 COUNT_SPLITS = (0.7, 0.85)  # higher coverage thresholds that separate objects a blur has joined
-SHAPE_MAX_ERROR = 0.05  # relative template residual above which no shape is read
+SHAPE_MAX_ERROR = 0.08  # relative template residual above which no shape is read
 # (measured: clean renders ≤ 0.006, σ = 1 px blur + noise ≤ 0.02; a ring with a 3 px hole 0.09)
-SHAPE_RATIO = 1.5  # the runner-up shape's residual must be at least this many times the best one's
+SHAPE_RATIO = 1.3  # the runner-up shape's residual must be at least this many times the best one's
 TEMPLATE_SIGMAS = (0.0, 0.5, 0.8, 1.1, 1.4, 1.8, 2.3, 3.0)
 _AREA_PER_SIZE2 = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}  # area = k · size²
 _CENTROID_BELOW_CENTRE = {"square": 0.0, "circle": 0.0, "triangle": 1 / 6}  # × size (apex-up triangle)

@@ -158,6 +158,8 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
+    oracle: int = typer.Option(2, help="Shapes world: the oracle that reads attributes — 2 (the shipped comparison's) "
+                               "or 3 (every object on its own, ambiguity wrong; stricter, not yet audited on samples)."),
     per_prompt: Optional[int] = typer.Option(None, help="Clips per prompt K (clip j of prompt i: seed + i·K + j). "
                                              "Default 1, or 8 with --metrics diversity."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity, vbench-lite, shapes-clip, "
@@ -188,7 +190,7 @@ def evaluate(
                      methods=[m.strip() for m in methods.split(",") if m.strip()], steps=_steps(steps),
                      prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
-                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, per_prompt=per_prompt,
+                     preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, per_prompt=per_prompt, oracle=oracle,
                      metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
                      clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None, out=str(out))
     run_eval(cfg, console=out_console if distributed.is_main() else None)

@@ -147,6 +147,7 @@ class EvalConfig:
     width: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
+    oracle: int = 2  # the Shapes oracle that reads attributes (2: the shipped comparison's; 3: stricter, opt-in)
     per_prompt: int | None = None  # K clips per prompt (None: 1, or DIVERSITY_PER_PROMPT with --metrics diversity)
     row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
     metrics: list[str] | None = None  # None: SHAPES_DEFAULT_METRICS on the Shapes world, none elsewhere
@@ -162,6 +163,8 @@ class EvalConfig:
         runtime.check_number("--inner-steps", self.inner_steps, 1, 64)
         runtime.check_number("--preview", self.preview, 0)
         runtime.check_number("--per-prompt", self.per_prompt, 1, 64)
+        if self.oracle not in (2, 3):
+            raise ValueError(f"--oracle must be 2 or 3, got {self.oracle}")
         if "diversity" in (self.metrics or []) and self.per_prompt is not None and self.per_prompt < 2:
             raise ValueError("--metrics diversity compares several samples of a prompt: --per-prompt must be ≥ 2")
         too_many = [s for s in self.steps if s > runtime.MAX_STEPS]
@@ -267,6 +270,8 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
         args.append("--compile")
     if cfg.per_prompt is not None:
         args += ["--per-prompt", str(cfg.per_prompt)]
+    if cfg.oracle != 2:
+        args += ["--oracle", str(cfg.oracle)]
     if cfg.metrics is not None:
         args += ["--metrics", ",".join(cfg.metrics)]
         if "clip" in cfg.metrics or "vbench-lite" in cfg.metrics:
@@ -402,10 +407,11 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     from tmd_bench.metrics import shapes
 
                     t0 = time.perf_counter()
-                    agg, per_clip = shapes.evaluate_clips(gen.videos, prompts)
+                    agg, per_clip = shapes.evaluate_clips(gen.videos, prompts, cfg.oracle)
                     row.update(agg)
                     row.update(shapes.world_scores(agg))  # VBench's aggregation over the world's dimensions
-                    metric_impls["shapes"] = {"implementation": shapes.IMPLEMENTATION, "weights_sha256": None,
+                    row["oracle_version"] = cfg.oracle
+                    metric_impls["shapes"] = {"implementation": shapes.implementation(cfg.oracle), "weights_sha256": None,
                                               "wall_s": round(time.perf_counter() - t0, 4)}
                 if metrics:
                     row["metrics_time_s"] = round(time.perf_counter() - t_metrics, 4)

@@ -47,7 +47,7 @@ def test_version_is_3():
     assert oracle.VERSION == 3
     from tmd_bench.metrics import shapes
 
-    assert "oracle v3" in shapes.IMPLEMENTATION
+    assert "oracle v3" in shapes.implementation(3) and "oracle v2" in shapes.IMPLEMENTATION  # v2 stays the default
 
 
 def test_a_world_render_drawn_here_reads_all_correct():
@@ -198,3 +198,17 @@ def test_objects_carry_their_own_start_and_speed():
         assert abs(x - tx) < 0.3 and abs(y - ty - world.SIZES["small"] / 6) < 0.3  # α-centroid of an apex-up triangle
     for o in r.objects:
         assert o.speed == pytest.approx(layout.speed, abs=0.05)
+
+
+def test_evaluate_reads_attributes_with_the_oracle_it_is_told():
+    """`--oracle 3` is the stricter reader; the default (2) is the shipped comparison's, which this clip fools."""
+    from tmd_bench.metrics import shapes
+
+    clip = compose("black", ("magenta", coverage("square", LARGE, 6.0, 6.5, vy=0.9)),
+                   ("magenta", coverage("circle", LARGE, 18.0, 6.5, vy=0.9)))
+    prompt = "two large magenta squares moving down on a black background"
+    v2, _ = shapes.evaluate_clips(clip.unsqueeze(0), [prompt])
+    v3, _ = shapes.evaluate_clips(clip.unsqueeze(0), [prompt], oracle_version=3)
+    assert v2["all_correct"] == 1.0 and v3["acc_shape"] == 0.0
+    with pytest.raises(ValueError, match="--oracle must be one of 2, 3"):
+        shapes.evaluate_clips(clip.unsqueeze(0), [prompt], oracle_version=4)
