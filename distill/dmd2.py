@@ -97,8 +97,7 @@ def load_full_student(folder: str | Path, teacher, method: str, device="cpu") ->
     """Load a student saved by :meth:`FullStudent.save`, checking method and teacher."""
     from tmd_bench.distill.students import read_student
 
-    with torch.random.fork_rng(devices=[]):  # diffusers' from_pretrained draws a random init it overwrites:
-        meta, tr = read_student(folder, teacher, method, "student_config.json")  # keep the global RNG as it was
+    meta, tr = read_student(folder, teacher, method, "student_config.json")
     config = {k: v for k, v in meta.items() if k not in ("method", "teacher", "teacher_sha256", "num_blocks")}
     return FullStudent(tr, method, config).to(device).eval().requires_grad_(False)
 

@@ -98,8 +98,7 @@ def load_meanflow(folder: str | Path, teacher, device="cpu") -> MeanFlowStudent:
     from safetensors.torch import load_file
     from tmd_bench.distill.students import read_student
 
-    with torch.random.fork_rng(devices=[]):  # diffusers' from_pretrained draws a random init it overwrites:
-        meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")  # keep the global RNG as it was
+    meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")
     student = MeanFlowStudent(tr, {k: meta[k] for k in ("steps", "shift")})
     student.delta_time.load_state_dict(load_file(str(Path(folder) / "delta_time.safetensors")))
     return student.to(device).eval().requires_grad_(False)

@@ -40,22 +40,12 @@ def load_transformer(folder: Path, teacher):
     in the teacher's compute dtype; a missing or corrupt file is a one-line error naming it."""
     from diffusers import WanTransformer3DModel
 
+    from tmd_bench.teachers import load_component
+
     sub = folder / "transformer"
     if not (sub / "config.json").is_file():
         raise FileNotFoundError(f"{sub}: no config.json (not a diffusers transformer folder)")
-    if not list(sub.glob("*.safetensors")):
-        pickles = [f.name for f in sub.glob("*.bin")] + [f.name for f in sub.glob("*.pt")]
-        extra = f"; it has {', '.join(pickles)}: pickle formats are never loaded" if pickles else ""
-        raise FileNotFoundError(f"{sub}: no .safetensors weights{extra}")
-    try:
-        transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=teacher.dtype,
-                                                            use_safetensors=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise ValueError(f"{sub}: the weights cannot be read ({str(e).splitlines()[0][:200]})") from None
-    except Exception as e:  # noqa: BLE001 - safetensors' own error type (SafetensorError) is not importable by name
-        if type(e).__name__ != "SafetensorError":
-            raise
-        raise ValueError(f"{sub}: the weights are corrupt or truncated ({e})") from None
+    transformer = load_component(WanTransformer3DModel, folder, "transformer", teacher.dtype)
     if architecture(transformer.config) != architecture(teacher.transformer.config):
         raise ValueError(f"{folder}: the student's transformer does not match the teacher's architecture")
     return transformer

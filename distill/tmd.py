@@ -265,8 +265,7 @@ def load_student(folder: str | Path, teacher, device="cpu") -> TMDStudent:
     from safetensors.torch import load_file
     from tmd_bench.distill.students import read_student
 
-    with torch.random.fork_rng(devices=[]):  # diffusers' from_pretrained draws a random init it overwrites:
-        meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")  # keep the global RNG as it was
+    meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")
     cfg = TMDConfig(**{k: meta[k] for k in ("outer_steps", "inner_steps", "head_blocks", "outer_shift", "inner_shift")})
     student = TMDStudent(tr, cfg)
     extra = load_file(str(Path(folder) / "tmd_head.safetensors"))

@@ -191,7 +191,7 @@ class Reading:
         return np.array([len(b) > 0 for b in self.blobs])
 
 
-def _components(mask: np.ndarray) -> list[np.ndarray]:
+def components(mask: np.ndarray) -> list[np.ndarray]:
     """4-connected components of a small boolean image, as arrays of (y, x) indices."""
     seen = np.zeros_like(mask, dtype=bool)
     h, w = mask.shape
@@ -447,9 +447,9 @@ def read(clip: torch.Tensor) -> Reading:
     frames: list[list[Blob]] = []
     for f in range(n_frames):
         a = alpha[f]
-        comps = [c for c in _components(a > 0.5) if len(c) >= MIN_AREA]
+        comps = [c for c in components(a > 0.5) if len(c) >= MIN_AREA]
         for level in COUNT_SPLITS:
-            core = [c for c in _components(a > level) if len(c) >= MIN_AREA]
+            core = [c for c in components(a > level) if len(c) >= MIN_AREA]
             if len(core) > len(comps):
                 comps = core
         blobs = []

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from tmd_bench import world
+from tmd_bench.metrics.oracle import components  # 4-connected components, shared with version 3
 
 _BG = np.array(list(world.BACKGROUNDS.values()), dtype=np.float32)
 _FG = np.array(list(world.COLOURS.values()), dtype=np.float32)
@@ -72,27 +73,6 @@ class Reading:
 
     def matches(self, scene: world.Scene) -> dict[str, bool]:
         return {a: self.attributes.get(a) == getattr(scene, a) for a in world.ATTRIBUTES}
-
-
-def _components(mask: np.ndarray) -> list[np.ndarray]:
-    """4-connected components of a small boolean image, as arrays of (y, x) indices."""
-    seen = np.zeros_like(mask, dtype=bool)
-    h, w = mask.shape
-    out = []
-    for y0, x0 in zip(*np.nonzero(mask)):
-        if seen[y0, x0]:
-            continue
-        stack, pix = [(y0, x0)], []
-        seen[y0, x0] = True
-        while stack:
-            y, x = stack.pop()
-            pix.append((y, x))
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        out.append(np.array(pix))
-    return out
 
 
 def _gaussian_kernels(sigmas: tuple[float, ...], radius: int = 4) -> torch.Tensor:
@@ -182,9 +162,9 @@ def read(clip: torch.Tensor) -> Reading:
     # 4. components → count, size, shape
     counts, extents, shapes = [], [], []
     for f in range(alpha.shape[0]):
-        comps = [c for c in _components(alpha[f] > 0.5) if len(c) >= MIN_AREA]
+        comps = [c for c in components(alpha[f] > 0.5) if len(c) >= MIN_AREA]
         if COUNT_SPLIT:
-            core = [c for c in _components(alpha[f] > COUNT_SPLIT) if len(c) >= MIN_AREA]
+            core = [c for c in components(alpha[f] > COUNT_SPLIT) if len(c) >= MIN_AREA]
             if len(core) > len(comps):
                 comps = core
         counts.append(len(comps))

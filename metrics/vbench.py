@@ -15,7 +15,6 @@ Inputs are raw per-dimension scores in [0, 1] (VBench's JSON results hold them a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,12 +136,9 @@ def aggregate(scores: dict[str, float], missing: str = "error", spec: Aggregatio
 
 def from_vbench_json(path: str | Path) -> dict[str, float]:
     """Per-dimension scores from a VBench ``*_eval_results.json`` (``{dim: [score, details]}``)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable VBench result file ({str(e)[:120]})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of dimension → [score, …]")
+    from tmd_bench.registry import read_json
+
+    data = read_json(Path(path))  # a corrupt file, or one that is not an object, is an error naming it
     out = {}
     for k, v in data.items():
         score = v[0] if isinstance(v, list) else v

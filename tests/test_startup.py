@@ -58,7 +58,7 @@ def test_fast_paths_import_no_model_library(args, code, message, tmp_path):
 def test_a_folder_without_safetensors_is_refused_before_loading(tmp_path):
     exit_code, heavy, output = probe(["evaluate", "--teacher", "wan2.1-1.3b", "--teacher-path", no_weights(tmp_path)],
                                      tmp_path)
-    assert exit_code == 2 and "no .safetensors weights" in output and "pickle formats are not loaded" in output
+    assert exit_code == 2 and "no .safetensors weights" in output and "pickle formats are never loaded" in output
     assert heavy == "-"
 
 

@@ -310,8 +310,9 @@ def distill(
     runtime.check_number("--kd-teacher-steps", kd_teacher_steps, 1, runtime.MAX_STEPS)
     runtime.check_number("--outer-steps", outer_steps, 1, 16)
     runtime.check_number("--inner-steps", inner_steps, 1, 64)
+    runtime.check_number("--head-blocks", head_blocks, 1)
     runtime.check_number("--batch-size", batch_size, 1, 1_000_000)
-    runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
+    _, spec = runtime.prepare_teacher(teacher, teacher_path, frames, height, width)  # fail fast, before torch loads
     size = dict(frames=frames, height=height, width=width)
     if prompts is not None and method not in ("kd", "dmd2"):
         raise ValueError("--prompts feeds the teacher ODE pairs of kd and one-step dmd2; "
@@ -338,16 +339,12 @@ def distill(
     if method != "tmd":
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
                               resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data, dtype=dtype,
-                              prompts=prompts, size=size, gradient_checkpointing=gradient_checkpointing)
+                              prompts=prompts, size=size, gradient_checkpointing=gradient_checkpointing,
+                              shapes=spec.world == "shapes")
         return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
         raise ValueError(f"--stage must be 1, 2 or all, got {stage!r}")
-    for name, v in (("--outer-steps", outer_steps), ("--inner-steps", inner_steps), ("--head-blocks", head_blocks),
-                    ("--stage1-iterations", stage1_iterations), ("--stage2-iterations", stage2_iterations),
-                    ("--batch-size", batch_size)):
-        if v is not None and v < 1:
-            raise ValueError(f"{name} must be ≥ 1, got {v}")
     cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
                  batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing)
@@ -383,14 +380,13 @@ def _evaluate_hint(teacher, teacher_path, method, student, steps, t) -> str:
 
 def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
                           checkpoint_every, kd_pairs, kd_teacher_steps, data=None, dtype=None, prompts=None,
-                          size=None, gradient_checkpointing=None):
+                          size=None, gradient_checkpointing=None, shapes=False):
     """DMD2-v or KD: the whole network as a few-step student."""
     from dataclasses import replace
 
     from tmd_bench import runtime
     from tmd_bench.distill import dmd2, kd
 
-    shapes = runtime.prepare_teacher(teacher, teacher_path)[1].world == "shapes"
     if data is not None and method == "kd" and shapes:
         raise ValueError("--data: on the Shapes teacher kd regresses on teacher ODE pairs drawn from the Shapes "
                          "world and reads no data (on a Wan teacher --data supplies the pairs' prompts)")
@@ -398,10 +394,6 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
         raise ValueError("--prompts: the Shapes teacher's KD pairs take their prompts from the Shapes world "
                          "(--prompts is for Wan teachers)")
 
-    for name, v in (("--steps", steps), ("--iterations", iterations), ("--batch-size", batch_size),
-                    ("--kd-pairs", kd_pairs), ("--kd-teacher-steps", kd_teacher_steps)):
-        if v is not None and v < 1:
-            raise ValueError(f"{name} must be ≥ 1, got {v}")
     if gradient_checkpointing is not None and method in ("rcm", "meanflow"):
         raise ValueError(f"--gradient-checkpointing/--no-gradient-checkpointing: {method} has no gradient "
                          "checkpointing option (tmd, dmd2 and kd do)")

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 import tmd_bench
-from tmd_bench import distributed, harness, runtime, suites
+from tmd_bench import distributed, harness, runtime, suites, video  # video: preview clips as MP4
 from tmd_bench.progress import progress_bar
 from tmd_bench.registry import clip_text
 from tmd_bench.teachers import Teacher
@@ -416,8 +416,6 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 if metrics:
                     row["metrics_time_s"] = round(time.perf_counter() - t_metrics, 4)
                 row["run_card"] = f"cards/{row_id}.json"
-                from tmd_bench import video  # preview clips as MP4 (GIF without PyAV/libx264)
-
                 card = {
                     "row_id": row_id, "tmd_bench_version": tmd_bench.__version__, "git_commit": commit,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

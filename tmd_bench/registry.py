@@ -117,12 +117,17 @@ def resolve_teacher_dir(name: str, path: str | Path | None = None) -> Path:
         raise TeacherNotFound(
             f"{folder} is not a diffusers Wan checkpoint folder{hint}: missing {', '.join(missing)}"
         )
-    weights = list((folder / "transformer").glob("*.safetensors"))
-    if not weights:
-        pickles = [f.name for f in (folder / "transformer").glob("*.bin")]
-        extra = f" (it has {', '.join(pickles)}: pickle formats are not loaded)" if pickles else ""
-        raise TeacherNotFound(f"{folder / 'transformer'} has no .safetensors weights{extra}")
+    require_safetensors(folder / "transformer")
     return folder
+
+
+def require_safetensors(part: Path) -> None:
+    """A model component folder must hold ``.safetensors`` weights: pickled ``.bin`` / ``.pt`` files are
+    never loaded (a one-line error says they are there)."""
+    if not list(part.glob("*.safetensors")):
+        pickles = [f.name for f in part.glob("*.bin")] + [f.name for f in part.glob("*.pt")]
+        extra = f"; it has {', '.join(pickles)}: pickle formats are never loaded" if pickles else ""
+        raise TeacherNotFound(f"{part}: no .safetensors weights{extra}")
 
 
 def _hub_cache_dir(spec: TeacherSpec) -> Path:

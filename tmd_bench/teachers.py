@@ -21,7 +21,8 @@ import torch
 
 from tmd_bench.registry import (  # noqa: F401 - re-exported: the torch-free half of this module
     ASSETS, META_FILE, SHAPES_TEACHER_DIR, TEACHERS, WAN_NEGATIVE_PROMPT, TeacherNotFound, TeacherSpec, get_spec,
-    read_geometry, read_json, resolve_spec, resolve_teacher_dir, scheduler_config, scheduler_defaults,
+    read_geometry, read_json, require_safetensors, resolve_spec, resolve_teacher_dir, scheduler_config,
+    scheduler_defaults,
 )
 
 
@@ -206,8 +207,8 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
 
     _quiet_hub_progress()
     folder, spec, meta = resolve_spec(name, path)
-    transformer = _load_part(WanTransformer3DModel, folder, "transformer", dtype)
-    text_encoder = _load_part(UMT5EncoderModel, folder, "text_encoder", dtype)
+    transformer = load_component(WanTransformer3DModel, folder, "transformer", dtype)
+    text_encoder = load_component(UMT5EncoderModel, folder, "text_encoder", dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     except (OSError, ValueError, KeyError) as e:
@@ -216,7 +217,7 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
         from diffusers import AutoencoderKLWan
 
         # The Wan VAE decodes in float32 (its causal convolutions are sensitive to bf16).
-        codec: torch.nn.Module = WanCodec(_load_part(AutoencoderKLWan, folder, "vae", torch.float32))
+        codec: torch.nn.Module = WanCodec(load_component(AutoencoderKLWan, folder, "vae", torch.float32))
     else:
         codec = IdentityCodec()
     for module in (transformer, text_encoder, codec):
@@ -224,15 +225,16 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
     return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder))
 
 
-def _load_part(cls, folder: Path, sub: str, dtype: torch.dtype):
-    """One component from safetensors only (never a pickled .bin); unreadable files are one clear error."""
+def load_component(cls, folder: Path, sub: str, dtype: torch.dtype):
+    """``cls.from_pretrained(folder, subfolder=sub)`` from safetensors only (never a pickled .bin); missing,
+    corrupt or truncated weights are one clear error naming the folder (teachers and students alike).
+    from_pretrained draws a random initialisation that the weights then overwrite: it runs under
+    ``fork_rng``, so loading neither reads nor advances the global RNG (runs stay reproducible)."""
     part = folder / sub
-    if not list(part.glob("*.safetensors")):
-        pickles = [f.name for f in part.glob("*.bin")]
-        extra = f"; it has {', '.join(pickles)}: pickle formats are never loaded" if pickles else ""
-        raise TeacherNotFound(f"{part}: no .safetensors weights{extra}")
+    require_safetensors(part)
     try:
-        return cls.from_pretrained(folder, subfolder=sub, torch_dtype=dtype, use_safetensors=True)
+        with torch.random.fork_rng(devices=[]):
+            return cls.from_pretrained(folder, subfolder=sub, torch_dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ValueError(f"{part}: the weights cannot be read ({str(e).splitlines()[0][:200]})") from None
     except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError
