@@ -76,7 +76,7 @@ QUALITY = ("subject_consistency", "background_consistency", "temporal_flicker", 
            "dynamic_degree", "imaging_quality", "sharpness", "subject_presence")
 SEMANTIC = tuple(f"acc_{a}" for a in world.ATTRIBUTES) + ("all_correct",)
 QUALITY_VERSION = 3
-def implementation(oracle_version: int = 2) -> str:
+def implementation(oracle_version: int = 3) -> str:
     """What the run card records for the Shapes metrics read with oracle ``oracle_version``."""
     reader = ("analytic oracle v3: every object read on its own, ambiguous or out-of-range readings wrong"
               if oracle_version == 3 else "analytic oracle v2: template-fit shape, blur-robust count")
@@ -198,7 +198,7 @@ def clip_quality(r: oracle.Reading, clip: torch.Tensor, moving: bool | None = No
     return out
 
 
-DEFAULT_ORACLE = 2  # the shipped comparison's reader until version 3 is audited on model samples
+DEFAULT_ORACLE = 3  # version 2 stays available (--oracle 2) to re-read runs made before it
 ORACLE_VERSIONS = (2, 3)
 
 
@@ -206,8 +206,8 @@ def evaluate_clips(videos: torch.Tensor, prompts: list[str],
                    oracle_version: int = DEFAULT_ORACLE) -> tuple[dict[str, float], list[dict]]:
     """Score clips ``(B, 3, F, H, W)`` against their Shapes prompts.
 
-    Attributes (``acc_*``, ``all_correct``) are read by the oracle ``oracle_version`` (2: the shipped
-    comparison's; 3: every object on its own, ambiguity is wrong); the quality analogues always use
+    Attributes (``acc_*``, ``all_correct``) are read by the oracle ``oracle_version`` (3, the default:
+    every object on its own, ambiguity is wrong; 2: the earlier reader); the quality analogues always use
     version 3's object tracks. Returns the aggregate metrics and one record per clip."""
     if len(videos) != len(prompts):
         raise ValueError(f"{len(videos)} clips for {len(prompts)} prompts")
