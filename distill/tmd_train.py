@@ -43,6 +43,11 @@ class TMDTrainConfig:
     tm_prob: float = 0.75  # probability of r = s (plain transition matching)
     s_shift: float = 3.0  # γ of the s distribution
     text_dropout: float = 0.1
+    # what a text-dropped sample is trained on: "unguided", its own TM-MF target (y1 − y, no CFG; FastGen's
+    # MeanFlow does this), or "guided", the CFG target ω-mixed with the unconditional head (the shipped
+    # students were trained so; kept for the ablation). A dropped sample *is* the unconditional branch the
+    # CFG target is built from: training it on the guided target pushes that branch towards the guided one.
+    dropped_target: str = "unguided"
     norm_c: float = 1.0  # adaptive-loss constant c = norm_c · d (1.3B: 1, 14B: 1e-5)
     # stage 2: DMD2-v with rollout (§8)
     stage2_iterations: int = 1000  # measured on the shapes teacher: M2 all-correct 77% at 200, 78% at 300, 85% at 600
@@ -73,7 +78,12 @@ PRESETS: dict[str, TMDTrainConfig] = {
 }
 
 
+DROPPED_TARGETS = ("unguided", "guided")
+
+
 def preset(teacher: str, **overrides) -> TMDTrainConfig:
+    if overrides.get("dropped_target") not in (None, *DROPPED_TARGETS):
+        raise ValueError(f"--dropped-target must be one of {', '.join(DROPPED_TARGETS)}, got {overrides['dropped_target']!r}")
     base = PRESETS.get(teacher, PRESETS["shapes"])
     if teacher in PRESETS and teacher.startswith("wan") and overrides.get("outer_steps") == 1 \
             and "stage2_iterations" not in overrides:
@@ -144,6 +154,8 @@ class TMDStage1(SingleNetwork):
             feats_u = st.backbone(x_t, t, neg)
             u_uncond = y1 - st.head(y_s, s, s, feats_u)
             v_cfg = u_uncond + cfg.omega * ((y1 - y) - u_uncond)
+            if cfg.dropped_target == "unguided":
+                v_cfg = torch.where(drop.view(-1, *[1] * (v_cfg.ndim - 1)), y1 - y, v_cfg)
             with float32_island(st) as upcast:  # the finite difference needs float32 (distill/precision.py)
                 target = tm_meanflow_target(st, st.backbone(x_t, t, text) if upcast else feats, y_s.float(),
                                             y1.float(), s, r, v_cfg, cfg.fd_delta)

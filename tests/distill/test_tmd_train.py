@@ -170,3 +170,42 @@ def test_presets():
     assert preset("wan2.1-1.3b").tmd.label == "M2-N2H5" and preset("wan2.1-14b").tmd.label == "M2-N4H5"
     assert preset("wan2.1-1.3b", outer_steps=1).stage2_iterations == 12000
     assert preset("wan2.1-14b").norm_c == 1e-5 and preset("wan2.1-1.3b").norm_c == 1.0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_text_dropped_samples_are_trained_on_their_unguided_target(monkeypatch, dropout):
+    """Stage 1's CFG target is built from the unconditional branch; a text-dropped sample *is* that branch,
+    so (as in FastGen's MeanFlow) it learns its own velocity y1 − y, not the guided one. Conditioned
+    samples keep the CFG target either way; ``dropped_target="guided"`` is the earlier rule."""
+    from dataclasses import replace
+
+    from tmd_bench.distill import tmd_train
+
+    seen = {}
+
+    def capture(st, feats, y_s, y1, s, r, v, delta):
+        seen.update(y_s=y_s, y1=y1, s=s, v=v)
+        return v
+
+    monkeypatch.setattr(tmd_train, "tm_meanflow_target", capture)
+    teacher = tiny_shapes_teacher()
+    batch = next(WorldBatches(teacher, 4))
+    v = {}
+    for rule in ("unguided", "guided"):
+        cfg = replace(CFG, text_dropout=dropout, dropped_target=rule)
+        TMDStage1(teacher, student_of(teacher, cfg), cfg).step(batch, 0)
+        v[rule] = seen["v"]
+    s = seen["s"].view(-1, 1, 1, 1, 1)
+    y = (seen["y_s"] - s * seen["y1"]) / (1 - s)  # y_s = (1 − s)·y + s·y1
+    plain = seen["y1"] - y
+    if dropout == 1.0:
+        torch.testing.assert_close(v["unguided"], plain, atol=1e-4, rtol=1e-4)
+        assert (v["guided"] - plain).abs().max() > 1e-2  # the earlier rule: the CFG mix, not the plain velocity
+    else:
+        torch.testing.assert_close(v["unguided"], v["guided"])  # nothing dropped: the same CFG target
+        assert (v["unguided"] - plain).abs().max() > 1e-2
+
+
+def test_dropped_target_must_be_known():
+    with pytest.raises(ValueError, match="--dropped-target must be one of unguided, guided"):
+        preset("shapes", dropped_target="cfg")
