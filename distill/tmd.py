@@ -304,6 +304,9 @@ def head_times(student: TMDStudent, inner: torch.Tensor, batch: int, device, dty
     return [student.head_time(s.view(1), r.view(1), dtype).expand(batch) for s, r in zip(grid[:-1], grid[1:])]
 
 
+DIAGNOSTIC_SEED_OFFSET = 7_777_777  # the redrawn noises of the sensitivity diagnostic come from seed + this
+
+
 def inner_noise(seeds: list[int] | None, outer_index: int, shape, device, dtype, generator=None) -> torch.Tensor:
     """Fresh y1 per outer step; per clip from its seed, so a clip's sample does not depend on its batch."""
     if seeds is None:
@@ -345,6 +348,24 @@ def tmd_method(student: TMDStudent, inner_steps: int | None = None):
     def label(m: int) -> str:
         return f"M{m}-N{n}H{h}"
 
+    def diagnostics(noise, text, negative, steps, seeds):
+        """How much of a sample the flow head's own noise decides: the relative L2 change of the latent
+        sample when only the inner noise y1 is redrawn (every outer step), against when only the initial
+        (outer) noise is. A head that ignores y1 (a collapsed transition) scores ≈ 0."""
+        outer, inner = student.config.outer_grid(steps), student.config.inner_grid(n)
+        base = sample_tmd(student, noise, text, outer, inner, seeds)
+        other = [s + DIAGNOSTIC_SEED_OFFSET for s in seeds]
+        y1_only = sample_tmd(student, noise, text, outer, inner, other)
+        fresh = torch.stack([torch.randn(noise.shape[1:], generator=torch.Generator().manual_seed(s))
+                             for s in other]).to(noise.device, noise.dtype)
+        outer_only = sample_tmd(student, fresh, text, outer, inner, seeds)
+
+        def rel(a):
+            d = (a.float() - base.float()).flatten(1).norm(dim=1) / base.float().flatten(1).norm(dim=1).clamp_min(1e-12)
+            return float(d.mean())
+
+        return {"tmd_inner_noise_sensitivity": rel(y1_only), "tmd_outer_noise_sensitivity": rel(outer_only)}
+
     return Method(
         name="tmd", sample=sample,
         declared_nfe=lambda m: m,
@@ -352,4 +373,5 @@ def tmd_method(student: TMDStudent, inner_steps: int | None = None):
         network=student.backbone, blocks=list(student.transformer.blocks),
         config=lambda m: {**asdict(student.config), "outer_steps": m, "inner_steps": n, "guidance": "distilled"},
         columns=lambda m: {"config_label": label(m), "inner_steps": n, "head_blocks": h},
+        diagnostics=diagnostics,
     )

@@ -72,9 +72,30 @@ def _config_dict(cfg) -> dict:
     return {k: v for k, v in d.items() if not k.endswith("iterations")}
 
 
+SNAPSHOT_ITERATIONS = (100, 200, 500, 1000, 2000)  # on the Shapes world by default: training-efficiency curves
+SNAPSHOT_DIR = "snapshots"
+
+
+def default_snapshots(method) -> tuple[int, ...]:
+    """Where a run keeps evaluable student snapshots unless told: the Shapes world's students are a few MB,
+    so :data:`SNAPSHOT_ITERATIONS` there; none for real teachers (a Wan student is gigabytes: ``--snapshots``)."""
+    spec = getattr(getattr(method, "teacher", None), "spec", None)
+    return SNAPSHOT_ITERATIONS if getattr(spec, "world", None) == "shapes" else ()
+
+
+def snapshot_folders(run: str | Path) -> list[tuple[int, Path]]:
+    """(iteration, student folder) of every snapshot a training run kept, in order."""
+    root = Path(run) / SNAPSHOT_DIR
+    found = []
+    for d in sorted(root.glob("iter-*")) if root.is_dir() else []:
+        if d.is_dir() and (d / "snapshot.json").is_file():
+            found.append((int(json.loads((d / "snapshot.json").read_text())["iteration"]), d))
+    return sorted(found)
+
+
 def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: int, *, resume: bool = False,
           checkpoint_every: int = 100, log_every: int = 10, description: str | None = None,
-          parallel: "distributed.Parallel | None" = None) -> int:
+          parallel: "distributed.Parallel | None" = None, snapshots: tuple[int, ...] | None = None) -> int:
     """Run ``method`` for ``iterations`` total iterations in ``out``; returns the final iteration.
 
     ``data`` must support ``data.position`` (batches consumed), so resume continues the stream; it
@@ -89,7 +110,11 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
     included) and resumed ends bit-identical, weights and ``log.csv`` (but ``elapsed_s``), to an
     uninterrupted one, whatever ``checkpoint_every``. The student export is written beside the
     previous one and swapped in; ``state.json`` marks it done, and a resume redoes an unfinished one.
-    """
+
+    ``snapshots``: iterations at which the exported student is also kept, with its iteration and
+    training wall time, in ``out/snapshots/iter-<k>/`` (default :func:`default_snapshots`): what
+    ``tmd-bench curves`` evaluates. A snapshot is a checkpoint iteration too, so a resumed run keeps the
+    same snapshots."""
     out = Path(out)
     cfg = _config_dict(method.config)
     rep = distributed.setup(method, parallel) if parallel is not None else None
@@ -171,6 +196,22 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
         ckpt.save_checkpoint(out, tensors, {**state, "optim": optim_meta})
         export()
 
+    keep = set(default_snapshots(method) if snapshots is None else snapshots)
+
+    def snapshot() -> None:
+        """Copy the student just exported to ``snapshots/iter-<it>/`` (a temporary name, then a rename)."""
+        import shutil
+
+        final = out / SNAPSHOT_DIR / f"iter-{it:08d}"
+        if not main or final.is_dir():
+            return
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(out / "student", tmp)
+        (tmp / "snapshot.json").write_text(json.dumps({"iteration": it, "elapsed_s": round(elapsed, 2),
+                                                       "method": method.name}))
+        tmp.rename(final)
+
     if resume and not meta.get("exported", True):  # killed after the checkpoint, before its export was whole
         export()
     with progress_bar(disable=not main) as bar:
@@ -194,6 +235,8 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
                                                      for k in method.loss_names}, "elapsed_s": round(elapsed, 2)})
                     ckpt.crash_point("logged", method.name, it)
                 sums, counts = {}, {}
-            if it % checkpoint_every == 0 or it == iterations:
+            if it % checkpoint_every == 0 or it == iterations or it in keep:
                 save()
+                if it in keep:
+                    snapshot()
     return it

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
-from tmd_bench.reports.paired import NUMBER, clip, inside, read_csv_rows
-from tmd_bench.reports.pareto import escape, isolate, pareto_front, scatter_svg
+from tmd_bench.reports.paired import NUMBER, Z95, clip, inside, read_csv_rows
+from tmd_bench.reports.pareto import escape, isolate, pareto_front, plain, scatter_svg
 
 # The default quality axis: the first of these with a value in some row (Shapes accuracy first; on a
 # real checkpoint, whatever `--metrics` computed). Without any, the report shows speed only.
@@ -44,7 +44,7 @@ NUMERIC_COLUMNS = ("latency_total_s", "effective_nfe")
 # Kept as text whatever they look like (a row id "007" stays "007"); row_id and method never empty.
 TEXT_COLUMNS = frozenset({"row_id", "method", "teacher", "run_card", "suite", "dtype"})
 # Columns the report adds to each row; a results file that has them has them replaced.
-RESERVED_COLUMNS = ("run", "run_dir", "label", "pareto_latency", "pareto_nfe")
+RESERVED_COLUMNS = ("run", "run_dir", "label", "pareto_latency", "pareto_nfe")  # (pooled rows add draws, seeds)
 CARD_LIMIT = 1 << 20  # bytes of one run card shown in the page
 _INT = re.compile(r"[+-]?[0-9]+")
 _NAN_LIKE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
@@ -216,15 +216,133 @@ def _run_card(row: pd.Series, warn: Warn) -> tuple[str, str | None]:
     return text, str(path)
 
 
-def _cell(v) -> tuple[str, str]:
-    """(display text, sort key) of a table cell."""
+PERCENT_COLUMNS = ("all_correct",)  # and every acc_*: rates in [0, 1], shown in percent
+MS_COLUMNS = ("latency_text_s", "latency_denoise_s", "latency_decode_s", "latency_total_s")  # shown in ms
+
+
+def _is_percent(column: str) -> bool:
+    return column in PERCENT_COLUMNS or column.startswith("acc_")
+
+
+def _unit(column: str) -> str:
+    return " (%)" if _is_percent(column) else " (ms)" if column in MS_COLUMNS else ""
+
+
+def _cell(v, column: str = "", se=None) -> tuple[str, str]:
+    """(display text, sort key) of a table cell: rates in percent with one decimal (± the row's standard
+    error where it has one), latencies in milliseconds, other numbers to 3 significant digits; the sort
+    key is always the raw value (and ``report.csv`` keeps every raw value)."""
     if isinstance(v, (float, np.floating)):
         if np.isnan(v):
             return "", ""
-        return f"{v:.4g}", repr(float(v))
+        has_se = se is not None and isinstance(se, (float, np.floating)) and np.isfinite(se)
+        if _is_percent(column):
+            text = f"{100 * v:.1f}" + (f" ± {100 * se:.1f}" if has_se else "")
+        elif column in MS_COLUMNS:
+            text = f"{1000 * v:.3g}" if 1000 * v < 100 else f"{1000 * v:.0f}"
+        elif column in ("nfe", "nfe_counted", "effective_nfe", "effective_nfe_declared", "steps"):
+            text = f"{v:.4g}"
+        else:
+            text = f"{v:.3g}" + (f" ± {se:.2g}" if has_se else "")
+        return text, repr(float(v))
     if isinstance(v, (int, np.integer)):
         return str(v), str(int(v))
     return str(v), str(v)
+
+
+MD_COLUMNS = (("row_id", "config"), ("nfe_counted", "NFE counted"), ("effective_nfe", "eff. NFE"),
+              ("latency_total_s", "latency / clip"), ("all_correct", "all-correct"), ("acc_shape", "shape"),
+              ("acc_count", "count"), ("acc_motion", "motion"), ("sharpness", "sharpness"), ("fd_real", "FD to real"),
+              ("clip_score", "Shapes-CLIP"), ("world_quality", "world quality"),
+              ("tmd_inner_noise_sensitivity", "y1 sensitivity"), ("num_clips", "clips"))
+
+
+def _md(text: object) -> str:
+    return plain(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(df: pd.DataFrame, claim_rows: list[dict], gaps: list[dict]) -> str:
+    """``report.md``: the results (pooled rows with ± SE), the claims and the paired gaps as Markdown
+    tables — what the README pastes, so that no figure in it is typed by hand."""
+    from tmd_bench.reports.pooled import fmt_gap
+
+    cols = [(c, h) for c, h in MD_COLUMNS if c in df]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        cells = []
+        for c, _ in cols:
+            v = r[c]
+            if c == "row_id":
+                cells.append(f"`{_md(v)}`")
+            elif not isinstance(v, (int, float, np.integer, np.floating)) or pd.isna(v):
+                cells.append(_md(v) if isinstance(v, str) else "")
+            elif c == "latency_total_s":
+                cells.append(f"{1000 * v:.0f} ms")
+            elif c in ("nfe_counted", "effective_nfe", "num_clips"):
+                cells.append(f"{v:g}")
+            elif _is_percent(c):
+                se = r.get(f"{c}_se") if c == "all_correct" else None
+                cells.append(f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if se is not None and pd.notna(se) else ""))
+            else:
+                cells.append(f"{v:.3f}" if c != "clip_score" else f"{v:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    out = ["## Results", "", *lines, ""]
+    if claim_rows:
+        out += ["## Claims", "", "| claim | row | baseline | gap ± SE [95% interval], points | verdict |",
+                "|---|---|---|---|---|"]
+        for c in claim_rows:
+            row = f"`{_md(c['row'])}`" if c.get("row") else ""
+            base = f"`{_md(c['baseline'])}`" if c.get("baseline") else ""
+            out.append(f"| {_md(c['claim'])} | {row} | {base} | {fmt_gap(c) or _md(c.get('why', ''))} | "
+                       f"**{_md(c['verdict'])}** |")
+        out.append("")
+    if gaps:
+        out += ["## Paired gaps", "", "| row | vs | baseline | paired clips | row % | baseline % | gap ± SE [95% interval] |",
+                "|---|---|---|---|---|---|---|"]
+        for g in gaps:
+            out.append(f"| `{_md(g['row_id'])}` | {_md(g['comparison'])} | `{_md(g['baseline'])}` | {g['paired']} | "
+                       f"{g['row_rate']:.1f} | {g['baseline_rate']:.1f} | {fmt_gap(g)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _claims_html(claim_rows: list[dict]) -> list[str]:
+    from tmd_bench.reports.pooled import fmt_gap
+
+    html = ["<h2>The paper's claims on this world</h2><p class='note'>Each claim of the TMD paper that this "
+            "world can test, decided by the paired 95% interval of row − baseline (points of all-correct): "
+            "<b>reproduced</b> (the interval lies above 0; for “close”, above −5), <b>tie</b> (it contains 0), "
+            "<b>not reproduced</b> (below 0). The command re-derives the figure from the same run folders.</p>",
+            "<table class='claims'><thead><tr><th>claim</th><th>row</th><th>baseline</th><th>row (%)</th>"
+            "<th>baseline (%)</th><th>gap ± SE [95% interval] (points)</th><th>verdict</th><th>command</th>"
+            "</tr></thead><tbody>"]
+    for c in claim_rows:
+        rate = lambda k: f"{c[k]:.1f}" if isinstance(c.get(k), (float, int)) else ""  # noqa: E731
+        html.append(f"<tr><td class='text'>{isolate(c['claim'])}</td><td class='text'>{isolate(c.get('row', ''))}</td>"
+                    f"<td class='text'>{isolate(c.get('baseline', ''))}</td><td>{rate('row_rate')}</td>"
+                    f"<td>{rate('baseline_rate')}</td><td>{isolate(fmt_gap(c))}</td>"
+                    f"<td class='text verdict'>{isolate(c['verdict'])}</td><td class='text'><code>"
+                    f"{isolate(c.get('command') or c.get('why', ''))}</code></td></tr>")
+    html.append("</tbody></table>")
+    return html
+
+
+def _gaps_html(gaps: list[dict]) -> list[str]:
+    from tmd_bench.reports.pooled import fmt_gap
+
+    html = ["<h2>Paired gaps</h2><p class='note'>Row − baseline in points of all-correct, paired by (prompt, "
+            "seed) over every draw: ± one paired standard error, then the 95% interval. Baselines: the "
+            "50-step teacher of the same suite, and the matched baseline (DMD2-v at the same M for TMD, rCM, "
+            "KD and MeanFlow; stage 1 + 2 for a stage-1 row). Also in <code>gaps.csv</code>.</p>",
+            "<table class='sortable'><thead><tr><th>row</th><th>comparison</th><th>baseline</th><th>paired clips</th>"
+            "<th>row (%)</th><th>baseline (%)</th><th>gap ± SE [95% interval] (points)</th></tr></thead><tbody>"]
+    for g in gaps:
+        html.append(f"<tr><td class='text'>{isolate(g['row_id'])}</td><td class='text'>{isolate(g['comparison'])}</td>"
+                    f"<td class='text'>{isolate(g['baseline'])}</td><td>{g['paired']}</td>"
+                    f"<td>{g['row_rate']:.1f}</td><td>{g['baseline_rate']:.1f}</td>"
+                    f"<td data-key='{g['diff']!r}'>{isolate(fmt_gap(g))}</td></tr>")
+    html.append("</tbody></table>")
+    return html
 
 
 STYLE = """
@@ -237,6 +355,8 @@ svg .axis{font-size:12px}svg .label{font-size:10px;fill:#333}svg .legend{font-si
 svg .frame{fill:none;stroke:#999}svg .grid{stroke:#eee}
 svg .front{fill:none;stroke:#444;stroke-width:1.5;stroke-dasharray:5 3}
 svg .on-front circle{stroke:#000;stroke-width:1.5}
+svg .err{stroke-width:1.5;opacity:.7}
+td.verdict{font-weight:600}
 table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}td.text{text-align:left}
 tr.front td:first-child{font-weight:600}
@@ -301,16 +421,40 @@ def _speed_quality(df: pd.DataFrame, metric: str) -> list[str]:
     """The two Pareto plots, quality against latency and against effective NFE."""
     axis = f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric
 
-    def points(cost: str, front: str) -> list[dict]:
-        return [{"x": float(r[cost]), "y": float(r[metric]), "label": r["label"], "short": r["row_id"],
-                 "group": r["method"], "front": bool(r[front])} for _, r in df.iterrows()]
+    se = f"{metric}_se"
+    percent = _is_percent(metric)
+    html = ["<h2>Speed / quality</h2>"]
+    suites = df["suite"].astype(str) if "suite" in df else pd.Series([""] * len(df), index=df.index)
+    order = suites.value_counts(sort=True).index.tolist()  # the suite with most rows first
+    groups = sorted(df["method"].astype(str).unique())  # one colour per method on every plot
+    for suite in order:
+        sub = df[suites == suite]
 
-    return ["<h2>Speed / quality</h2><div class='plots'>",
-            scatter_svg(points("latency_total_s", "pareto_latency"), "latency per clip (s)", axis,
-                        f"{metric} vs latency"),
-            scatter_svg(points("effective_nfe", "pareto_nfe"), "effective NFE (counted)", axis,
-                        f"{metric} vs effective NFE"),
-            "</div>"]
+        def points(cost: str, front: str) -> list[dict]:
+            return [{"x": float(r[cost]), "y": float(r[metric]), "label": r["label"], "short": r["row_id"],
+                     "group": r["method"], "front": bool(r[front]), "err": _err(r, se, percent)}
+                    for _, r in sub.iterrows()]
+
+        where = f" — {suite}" if len(order) > 1 and suite else ""
+        if where:
+            html.append(f"<h3>{isolate(suite)}</h3>")
+        html += ["<div class='plots'>",
+                 scatter_svg(points("latency_total_s", "pareto_latency"), "latency per clip (s)", axis,
+                             f"{metric} vs latency{where}", percent=percent, groups=groups),
+                 scatter_svg(points("effective_nfe", "pareto_nfe"), "effective NFE (counted)", axis,
+                             f"{metric} vs effective NFE{where}", percent=percent, groups=groups),
+                 "</div>"]
+    return html
+
+
+def _err(row: pd.Series, se: str, percent: bool) -> tuple[float, float] | None:
+    """The (lower, upper) half-widths of a plotted point's 95 % interval, ±1.96 SE, a rate's kept inside [0, 1]."""
+    if se not in row or not pd.notna(row[se]):
+        return None
+    y, e = float(row[se.removesuffix("_se")]), Z95 * float(row[se])
+    if percent:
+        return (min(e, max(y, 0.0)), min(e, max(1.0 - y, 0.0)))
+    return (e, e)
 
 
 def _speed_only(df: pd.DataFrame) -> list[str]:
@@ -330,12 +474,16 @@ def _speed_only(df: pd.DataFrame) -> list[str]:
 
 
 def build_report(runs: list[str | Path], out: str | Path, metric: str | None = None,
-                 warn: Warn | None = None) -> tuple[Path, Path]:
+                 warn: Warn | None = None, pool: bool = False) -> tuple[Path, Path]:
     """Write ``report.csv`` and ``report.html`` for ``runs`` into ``out``; returns both paths.
 
     ``metric`` is the quality axis; by default the first of ``QUALITY_METRICS`` the runs have, and with
     none of them the page shows speed only and says how to add one. ``warn`` receives each one-line
-    warning (a file skipped); by default they go to stderr. They are listed in the page too."""
+    warning (a file skipped); by default they go to stderr. They are listed in the page too.
+
+    ``pool``: the runs are seed draws of the same rows (``--draws``): each row is pooled over them
+    (:func:`tmd_bench.reports.pooled.pool_rows`) and the page adds the paired-gap table (``gaps.csv``)
+    and the paper's claims with their verdicts (``claims.csv``)."""
     warnings: list[str] = []
 
     def note(message: str) -> None:
@@ -343,6 +491,18 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
         (warn or warn_stderr)(message)
 
     df = load_runs(runs, note)
+    gaps: list[dict] = []
+    claim_rows: list[dict] = []
+    if pool:
+        from tmd_bench.reports import pooled
+
+        try:
+            df = pooled.pool_rows(df)
+        except pooled.PoolError as e:
+            raise ReportError(str(e)) from None
+        rows = list(df["row_id"])
+        gaps = pooled.gap_table(runs, rows)
+        claim_rows = pooled.claims(runs, rows)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -354,14 +514,26 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     if metric is not None:
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # pareto_front wants higher = better
         better = [sign * float(v) for v in df[metric]]
-        df["pareto_latency"] = pareto_front(df["latency_total_s"].tolist(), better)
-        df["pareto_nfe"] = pareto_front(df["effective_nfe"].tolist(), better)
+        df["pareto_latency"] = False
+        df["pareto_nfe"] = False
+        suites = df["suite"].astype(str) if "suite" in df else pd.Series([""] * len(df), index=df.index)
+        for suite in suites.unique():  # a front compares rows on one prompt suite only
+            idx = suites.index[suites == suite]
+            sub = [better[df.index.get_loc(i)] for i in idx]
+            df.loc[idx, "pareto_latency"] = pareto_front(df.loc[idx, "latency_total_s"].tolist(), sub)
+            df.loc[idx, "pareto_nfe"] = pareto_front(df.loc[idx, "effective_nfe"].tolist(), sub)
+        df["pareto_latency"] = df["pareto_latency"].astype(bool)
+        df["pareto_nfe"] = df["pareto_nfe"].astype(bool)
     cards: dict[int, tuple[str, str | None]] = {}
     if "run_card" in df:  # read (or refused) once, before anything is written
         cards = {i: _run_card(r, note) for i, r in df.iterrows() if isinstance(r["run_card"], str)}
     samples = {r["label"]: _samples(r, note) for _, r in df.iterrows()}
     samples = {k: v for k, v in samples.items() if v is not None}
     csv_path = _write_csv(df, out, {i: link for i, (_, link) in cards.items()})
+    if pool:
+        pd.DataFrame(gaps).to_csv(out / "gaps.csv", index=False)
+        pd.DataFrame(claim_rows).to_csv(out / "claims.csv", index=False)
+    (out / "report.md").write_text(markdown(df, claim_rows, gaps), encoding="utf-8")
 
     html = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench report</title>"
             f"<style>{STYLE}</style></head><body>",
@@ -371,10 +543,21 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
             f"<b>{isolate(metric) if metric else 'none (no quality metric computed)'}</b>. "
             "NFE is counted by hooks on the network, effective NFE = DiT blocks executed ÷ L; latency is the "
             "median end-to-end time per clip (text encoding + denoising + decoding) after warm-up.</p>"]
+    if pool:
+        k = int(df["draws"].max())
+        html.append(f"<p class='note'>Each row is pooled over its seed draws (up to {k}; the <b>draws</b> and "
+                    "<b>seeds</b> columns say which): every metric is the mean of its draws, "
+                    "<code>all_correct_se</code> the binomial standard error over the pooled clips, and "
+                    "<code>&lt;metric&gt;_se</code> the standard error over draws. Comparisons below pair clips "
+                    "by (prompt, seed) across rows.</p>")
     if metric is not None:
         html += _speed_quality(df, metric)
     else:
         html += _speed_only(df)
+    if claim_rows:
+        html += _claims_html(claim_rows)
+    if gaps:
+        html += _gaps_html(gaps)
 
     shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
                          "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",
@@ -384,17 +567,19 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
                     "motion_smoothness", "dynamic_degree", "imaging_quality", "sharpness", "clip_score", "psnr_teacher", "ssim_teacher",
                     "fd_clip_teacher", "fd_real")
     extra = [c for c in df.columns
-             if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown]
+             if (c.startswith(("acc_", "vb_")) or c in quality_cols) and c not in shown and not c.endswith("_se")]
     cols = shown + extra
+    if pool:
+        cols += [c for c in ("draws", "seeds", "num_clips") if c in df]
     front_note = " Bold: on the Pareto front of quality vs latency." if metric else ""
     html.append(f"<h2>Results</h2><p class='note'>Click a column to sort.{front_note}</p>"
                 "<table class='sortable'><thead><tr>")
-    html += [f"<th>{isolate(c)}</th>" for c in cols]
+    html += [f"<th>{isolate(c)}{_unit(c)}</th>" for c in cols]
     html.append("</tr></thead><tbody>")
     for _, r in df.iterrows():
         html.append(f"<tr class='{'front' if metric and r['pareto_latency'] else ''}'>")
         for c in cols:
-            text, key = _cell(r[c])
+            text, key = _cell(r[c], c, r.get(f"{c}_se"))
             cls = " class='text'" if isinstance(r[c], str) else ""
             html.append(f"<td{cls} data-key='{escape(key)}'>{isolate(text)}</td>")
         html.append("</tr>")

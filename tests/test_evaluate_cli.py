@@ -171,10 +171,23 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
                                                             stage2_iterations=5, batch_size=2))
     monkeypatch.setitem(dmd2.PRESETS, "shapes", replace(dmd2.PRESETS["shapes"], iterations=5, batch_size=2))
     r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "tmd-M2,dmd2-s2", "--limit", "2",
-            "--out", tmp_path / "c")
+            "--draws", "2", "--no-novel", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "c" / "eval" / "results.csv")
-    assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N2H2-stage1", "dmd2-s2", "teacher-euler-s50"} <= set(df["row_id"])
+    assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N4H2", "tmd-M2-N2H2-stage1", "dmd2-s2",
+            "teacher-euler-s50"} <= set(df["row_id"])
+    # the second draw: the same rows on --seed 1000, pooled in the report with its claims and paired gaps
+    d1 = pd.read_csv(tmp_path / "c" / "eval-draw1" / "results.csv")
+    assert set(d1["row_id"]) == set(df["row_id"]) and set(d1["seed"]) == {1000} and set(df["seed"]) == {0}
+    rep = pd.read_csv(tmp_path / "c" / "report" / "report.csv")
+    assert set(rep["draws"]) == {2} and set(rep["num_clips"]) == {4} and set(rep["seeds"]) == {"0,1000"}
+    claims = pd.read_csv(tmp_path / "c" / "report" / "claims.csv")
+    c = claims.set_index("claim").loc["TMD ≥ DMD2-v at matched effective NFE (2 = 2)"]
+    assert c["paired"] == 4 and c["verdict"] in ("reproduced", "tie", "not reproduced")
+    from tmd_bench.reports.paired import paired_gap
+
+    (g,) = paired_gap([tmp_path / "c" / "eval", tmp_path / "c" / "eval-draw1"], "dmd2-s2", ["tmd-M2-N1H2"])
+    assert c["diff"] == pytest.approx(g["diff"])  # the claims table is `tmd-bench gap` on the draws
     assert (tmp_path / "c" / "report" / "report.html").is_file()
 
     # shipping: float16 copies with provenance, loaded back into the teacher's dtype, sample as the originals
@@ -192,7 +205,7 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
     assert prov["command"].startswith("tmd-bench compare --only tmd-M2") and prov["teacher_sha256"]
     assert set(prov["training_wall_time_s"]) == {"stage1", "stage2"}
     rows = student_evaluations({p.name: p for p in shipped})
-    assert len(rows) == 4  # tmd M2 (N2, N1, stage 1) and dmd2-s2: the plan's rows, from the shipped folders
+    assert len(rows) == 5  # tmd M2 (N2, N1, N4, stage 1) and dmd2-s2: the plan's rows, from the shipped folders
     teacher = load_teacher("shapes", shapes_teacher_dir)
     a = load_student(tmp_path / "c" / "students" / "tmd-M2" / "stage2" / "student", teacher)
     b = load_student(tmp_path / "ship" / "tmd-M2" / "stage2" / "student", teacher)
@@ -227,6 +240,11 @@ def test_demo_runs_on_the_shipped_teacher(tmp_path):
     students = df[~df["method"].str.startswith("teacher")]
     assert set(students["method"]) == {m for ev in student_evaluations(shipped) for m in ev[0]}
     assert (students["nfe"] == students["nfe_counted"]).all()
+    # the harder split: every shipped student and the 50-step teacher again on shapes-novel
+    novel = df[df["row_id"].str.endswith("-novel")]
+    assert set(novel["suite"]) == {"shapes-novel"} and "teacher-euler-s50-novel" in set(novel["row_id"])
+    assert {"tmd-M2-N2H2-novel", "dmd2-s2-novel"} <= set(novel["row_id"])
+    assert "tmd-M2-N2H2-novel" not in r.output.split("report:")[0]  # the printed table is the main suite's
 
 
 def test_shipped_students_were_distilled_from_the_shipped_teacher():
@@ -240,3 +258,22 @@ def test_shipped_students_were_distilled_from_the_shipped_teacher():
         meta = json.loads(prov.read_text())
         assert meta["teacher_sha256"] == teacher_hash, f"{prov.parent.name} was distilled from another teacher"
         assert meta["command"].startswith("tmd-bench compare")
+
+
+def test_rows_read_by_two_oracles_do_not_share_a_table(shapes_teacher_dir, tmp_path):
+    """v3 is the default reader; a run folder whose rows were read by v2 takes more rows only with
+    --oracle 2, and refuses the default with one line that says so, before any compute."""
+    out = tmp_path / "o"
+    base = ("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "teacher-euler", "--limit", "1",
+            "--metrics", "shapes", "--out", out)
+    r = run(*base, "--steps", "1", "--oracle", "2")
+    assert r.exit_code == 0, r.output
+    before = (out / "results.csv").read_text()
+    r = run(*base, "--steps", "2")
+    assert r.exit_code == 2 and "read with oracle v2, this run reads with v3" in r.output and "--oracle 2" in r.output
+    assert (out / "results.csv").read_text() == before
+    r = run(*base, "--steps", "2", "--oracle", "2")
+    assert r.exit_code == 0, r.output
+    assert set(pd.read_csv(out / "results.csv")["oracle_version"]) == {2}
+    r = run(*base[:-1], tmp_path / "v3", "--steps", "1")
+    assert r.exit_code == 0 and set(pd.read_csv(tmp_path / "v3" / "results.csv")["oracle_version"]) == {3}

@@ -87,7 +87,7 @@ def test_report_in_a_real_headless_browser(two_runs, tmp_path):
         # the escaped prompt is visible as text, and sorting by a column reorders the rows
         assert "<script>alert('pwned')</script> a cat" in page.locator("table.samples").first.inner_text()
         header = page.locator("table.sortable th", has_text="latency_total_s")
-        col = [h.inner_text() for h in page.locator("table.sortable th").all()].index("latency_total_s")
+        col = [h.inner_text() for h in page.locator("table.sortable th").all()].index("latency_total_s (ms)")
         header.click()
         values = [float(c.get_attribute("data-key")) for c in
                   page.locator(f"table.sortable tbody tr td:nth-child({col + 1})").all()]
@@ -118,7 +118,7 @@ def test_report_of_timing_only_runs_shows_speed_and_says_how_to_add_quality(two_
     html = html_path.read_text()
     assert "No quality metric was computed" in html and "--metrics fidelity" in html and "--metrics clip" in html
     assert "latency vs effective NFE" in html and 'class="front"' not in html  # no front drawn or in a legend
-    for c in ("nfe", "effective_nfe", "latency_total_s"):
+    for c in ("nfe", "effective_nfe", "latency_total_s (ms)"):
         assert f"<th>{c}</th>" in html
     for row_id in results["row_id"]:
         assert f">{row_id}</td>" in html

@@ -158,8 +158,8 @@ def evaluate(
     width: Optional[int] = typer.Option(None, help="Video width (Wan teachers; default 832)."),
     checkpoint: list[str] = typer.Option([], help="METHOD=FOLDER of a distilled student (repeatable)."),
     inner_steps: Optional[int] = typer.Option(None, help="TMD: inner steps N at inference (default: the checkpoint's)."),
-    oracle: int = typer.Option(2, help="Shapes world: the oracle that reads attributes — 2 (the shipped comparison's) "
-                               "or 3 (every object on its own, ambiguity wrong; stricter, not yet audited on samples)."),
+    oracle: int = typer.Option(3, help="Shapes world: the oracle that reads attributes — 3 (every object on its own, "
+                               "ambiguous or out-of-range readings wrong) or 2 (the earlier reader, to compare old runs)."),
     per_prompt: Optional[int] = typer.Option(None, help="Clips per prompt K (clip j of prompt i: seed + i·K + j). "
                                              "Default 1, or 8 with --metrics diversity."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated: shapes, clip, fidelity, vbench-lite, shapes-clip, "
@@ -205,12 +205,41 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Run folders written by `tmd-bench evaluate`."),
     out: Path = typer.Option(Path("runs/report"), help="Folder for report.csv and report.html."),
     metric: Optional[str] = typer.Option(None, help="Quality axis (default: all_correct on Shapes)."),
+    pool: bool = typer.Option(False, help="The runs are seed draws of the same rows (--draws, or evaluate with "
+                              "--seed 0, 1000, …): pool each row over them, add the paired-gap and claims tables."),
 ):
     """Merge runs into report.csv and a self-contained report.html with Pareto plots."""
     from tmd_bench.reports.html import build_report
 
-    csv_path, html_path = build_report(runs, out, metric)
-    out_console.print(f"report: {html_path}\ntable:  {csv_path}")
+    csv_path, html_path = build_report(runs, out, metric, pool=pool)
+    out_console.print(f"report: {html_path}\ntable:  {csv_path}"
+                      + (f"\ngaps:   {csv_path.parent / 'gaps.csv'}\nclaims: {csv_path.parent / 'claims.csv'}" if pool else ""))
+
+
+@app.command()
+@user_errors
+def curves(
+    runs: list[Path] = typer.Argument(..., help="Run folders written by `tmd-bench distill` (or compare's students/<entry>)."),
+    out: Path = typer.Option(Path("runs/curves"), help="Folder for the evaluations, curves.csv and curves.html."),
+    draws: int = typer.Option(1, help="Seed draws K per snapshot (--seed 0, 1000, …), pooled."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
+    teacher: str = typer.Option("shapes", help="The teacher the students were distilled from."),
+    teacher_path: Optional[Path] = typer.Option(None, help="Its folder (diffusers layout)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+):
+    """Training-efficiency curves: every kept student snapshot evaluated under one harness, quality
+    against distillation iterations and training wall time (Shapes world: snapshots at 100, 200, 500,
+    1,000, 2,000 iterations are kept by default)."""
+    from tmd_bench import runtime
+    from tmd_bench.curves import curves as run_curves
+
+    runtime.check_number("--draws", draws, 1, 64)
+    for run in runs:
+        if not Path(run).is_dir():
+            raise ValueError(f"{run}: no such run folder (the --out of `tmd-bench distill`)")
+    t = runtime.load(teacher, teacher_path, device, None)
+    csv_path, html_path = run_curves(runs, out, draws, limit, console=out_console, teacher=t)
+    out_console.print(f"curves: {html_path}\ntable:  {csv_path}")
 
 
 @app.command()
@@ -273,6 +302,9 @@ def distill(
     stage2_iterations: Optional[int] = typer.Option(None, help="Override the preset's stage-2 iterations."),
     batch_size: Optional[int] = typer.Option(None, help="Override the preset's batch size."),
     init: Optional[Path] = typer.Option(None, help="Stage 2 alone: start from this TMD student (default: the teacher)."),
+    dropped_target: Optional[str] = typer.Option(None, help="TMD stage 1: the target of text-dropped samples — "
+                                                 "unguided (default; their own TM-MF target) or guided (the CFG "
+                                                 "target, as the shipped students were trained)."),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -347,7 +379,8 @@ def distill(
         raise ValueError(f"--stage must be 1, 2 or all, got {stage!r}")
     cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
-                 batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing)
+                 batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing,
+                 dropped_target=dropped_target)
     if parallel is not None and parallel.mixed_precision:
         dtype = "float32"  # fp32 master weights, bf16 compute
     t = runtime.load(teacher, teacher_path, device, dtype, **size)
@@ -458,21 +491,25 @@ def compare(
                                       "side by side, then once without it to evaluate and report)."),
     export: bool = typer.Option(False, help="Install the students as the package's shipped ones (float16, with "
                                 "provenance), which `tmd-bench demo` evaluates."),
+    draws: int = typer.Option(1, help="Seed draws K: every row evaluated with --seed 0, 1000, …, 1000·(K−1); the "
+                              "report pools them (intervals, paired-gap and claims tables). The README uses 8."),
+    novel: bool = typer.Option(True, help="Also evaluate every student on shapes-novel (the harder split)."),
 ):
     """Distill every method from one teacher (resuming what exists), evaluate all, write the report."""
+    from tmd_bench import runtime
     from tmd_bench.compare import compare as run_compare
     from tmd_bench.compare import plan
     from tmd_bench.teachers import load_teacher
 
+    runtime.check_number("--draws", draws, 1, 64)
     names = [e.name for e in plan(teacher)]
     chosen = [x.strip() for x in only.split(",")] if only else None
     unknown = [x for x in chosen or [] if x not in names]
     if unknown:
         raise ValueError(f"unknown plan entries {unknown}; choose from {', '.join(names)}")
-    from tmd_bench import runtime
-
     t = load_teacher(teacher, teacher_path, device=runtime.resolve_device(device))
-    html = run_compare(t, out, chosen, limit=limit, console=out_console, distill_only=distill_only)
+    html = run_compare(t, out, chosen, limit=limit, console=out_console, distill_only=distill_only, draws=draws,
+                       novel=novel)
     if html is not None:
         out_console.print(f"report: {html.resolve()}")
     if export:
@@ -911,6 +948,13 @@ def _vbench_import(paths, run, row_id):
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and report (rewritten)."),
     limit: Optional[int] = typer.Option(None, help="Prompts from the evaluation suite (default: all 128)."),
+    draws: int = typer.Option(1, help="Seed draws K (--seed 0, 1000, …): the report pools them, with intervals "
+                              "and the paired-gap and claims tables. 1 keeps the demo within minutes; the "
+                              "README's table uses 8."),
+    novel: bool = typer.Option(True, help="Also evaluate the students and the 50-step teacher on shapes-novel."),
+    draw: Optional[str] = typer.Option(None, help="Only these draws (comma-separated, 0-based; e.g. 0,1,2,3): "
+                                       "spread --draws over processes, then run once more with --report-only."),
+    report_only: bool = typer.Option(False, help="Only pool the draws' folders already written into the report."),
 ):
     """The main job on the embedded default: the shipped shapes teacher's step sweep and the shipped
     distilled students (TMD, DMD2-v, rCM, KD, MeanFlow) under one harness, and the report."""
@@ -918,28 +962,42 @@ def demo(
 
     import pandas as pd
 
-    from tmd_bench.compare import SHIPPED_STUDENTS, plan, student_evaluations
-    from tmd_bench.evaluate import EvalConfig, print_table
-    from tmd_bench.evaluate import evaluate as run_eval
+    from tmd_bench import runtime
+    from tmd_bench.compare import SHIPPED_STUDENTS, draw_folder, evaluations, novel_evaluations, plan, run_draws
+    from tmd_bench.compare import student_evaluations
+    from tmd_bench.evaluate import print_table
     from tmd_bench.reports.html import build_report
 
+    runtime.check_number("--draws", draws, 1, 64)
+    chosen = runtime.parse_indices("--draw", draw, draws) if draw else list(range(draws))
     t0 = time.time()
-    run = out / "eval"
-    if (run / "results.csv").is_file():
-        shutil.rmtree(run)  # the demo's own previous output
-    # Euler over the whole sweep; UniPC where a multistep solver differs from Euler (2–8 steps)
-    for methods, steps in ((["teacher-euler"], [1, 2, 4, 8, 50]), (["teacher-unipc"], [2, 4, 8])):
-        run_eval(EvalConfig(methods=methods, steps=steps, limit=limit, out=str(run)))
-    shipped = {e.name: SHIPPED_STUDENTS / e.name for e in plan("shapes") if (SHIPPED_STUDENTS / e.name).is_dir()}
-    if not shipped:
-        out_console.print("no shipped students found: the report shows the teacher only")
-    for methods, steps, ckpts, extra in student_evaluations(shipped):
-        extra = dict(extra)
-        tag = extra.pop("tag", None)
-        run_eval(EvalConfig(methods=methods, steps=steps, checkpoints=ckpts, limit=limit, out=str(run),
-                            row_suffix=tag, **extra))
-    print_table(pd.read_csv(run / "results.csv"), out_console)
-    csv_path, html_path = build_report([run], out / "report")
+    if not report_only:
+        for d in chosen:
+            if (draw_folder(out, d) / "results.csv").is_file():
+                shutil.rmtree(draw_folder(out, d))  # the demo's own previous output
+        shipped = {e.name: SHIPPED_STUDENTS / e.name for e in plan("shapes") if (SHIPPED_STUDENTS / e.name).is_dir()}
+        if not shipped:
+            out_console.print("no shipped students found: the report shows the teacher only")
+        # Euler over the whole sweep, UniPC where a multistep solver differs from Euler (2–8 steps), the students
+        evals = evaluations(shipped)
+        if novel:
+            evals += novel_evaluations(student_evaluations(shipped))
+        teacher = runtime.load("shapes", None, "auto", None)  # loaded once for every row of every draw
+        run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen)
+    folders = [draw_folder(out, d) for d in range(draws)]
+    missing = [str(f) for f in folders if not (f / "results.csv").is_file()]
+    if missing:
+        out_console.print(f"draws {', '.join(map(str, chosen))} done; the report waits for {', '.join(missing)} "
+                          f"(then: tmd-bench demo --draws {draws} --report-only --out {out})")
+        return
+    csv_path, html_path = build_report(folders, out / "report", pool=draws > 1)
+    df = pd.read_csv(csv_path if draws > 1 else folders[0] / "results.csv")  # pooled over the draws
+    print_table(df[~df["row_id"].astype(str).str.endswith("-novel")], out_console)
+    if draws > 1:
+        claims = pd.read_csv(csv_path.parent / "claims.csv")
+        for _, c in claims.iterrows():
+            gap = "" if pd.isna(c.get("diff")) else f"{c['diff']:+.1f} ± {c['se']:.1f} points: "
+            out_console.print(f"{c['claim']}: {gap}[bold]{c['verdict']}[/]", highlight=False)
     out_console.print(f"\n[bold green]demo done[/] in {time.time() - t0:.0f} s\nreport: {html_path.resolve()}\n"
                       f"table:  {csv_path.resolve()}")
 

@@ -71,7 +71,8 @@ def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list
     if "tmd-M2" in s:
         # without a dedicated M = 1 student, the M = 2 student also samples at M = 1 (one 1 → 0 step, untrained)
         ev.append((["tmd"], [2] if "tmd-M1" in s else [1, 2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {}))
-        ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {"inner_steps": 1}))
+        for n in (1, 4):  # the paper's inference-time N: fewer or more inner steps than trained (N = 2)
+            ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage2" / "student")}, {"inner_steps": n}))
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage1" / "student")}, {"tag": "stage1"}))
     if "tmd-M1" in s:
         ev.append((["tmd"], [1], {"tmd": str(s["tmd-M1"] / "stage2" / "student")}, {}))
@@ -85,6 +86,56 @@ def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list
     if "meanflow" in s:
         ev.append((["meanflow"], [1, 2], {"meanflow": str(s["meanflow"] / "student")}, {}))
     return [e for e in ev if all(Path(c).is_dir() for c in e[2].values())]
+
+
+DRAW_SEED_STRIDE = 1000  # draw d evaluates with --seed 1000·d: clip i of the suite gets seed 1000·d + i
+NOVEL_SUITE = "shapes-novel"  # colour–shape pairs never shown in training
+
+
+def draw_seed(d: int) -> int:
+    return DRAW_SEED_STRIDE * d
+
+
+def draw_folder(root: Path, d: int) -> Path:
+    """Draw 0 is ``root/eval`` (a single-draw run's folder); draw d > 0 is ``root/eval-draw<d>``."""
+    return Path(root) / ("eval" if d == 0 else f"eval-draw{d}")
+
+
+def novel_evaluations(evals: list) -> list:
+    """The harder split: each student evaluation (and the 50-step teacher) again on ``shapes-novel``, rows
+    suffixed ``novel``. Stage-1-only and sampler-ablation rows are left out: the split asks whether the
+    shipped students generalise, not how their variants do."""
+    out = [(["teacher-euler"], [50], {}, {"prompts": NOVEL_SUITE, "tag": "novel"})]
+    for methods, steps, ckpts, extra in evals:
+        if methods[0].startswith("teacher") or "tag" in extra or "inner_steps" in extra:
+            continue
+        out.append((methods, steps, ckpts, {**extra, "prompts": NOVEL_SUITE, "tag": "novel"}))
+    return out
+
+
+def run_draws(evals: list, root: Path, draws: int, limit: int | None = None, teacher: Teacher | None = None,
+              console=None, only: list[int] | None = None) -> list[Path]:
+    """Every evaluation of ``evals`` on ``draws`` seed draws (draw d: ``--seed`` 1000·d, into
+    :func:`draw_folder`); returns the draw folders. Rows already in a draw's folder are evaluated again
+    (they replace themselves), so an interrupted run is finished by running it again."""
+    from tmd_bench.evaluate import EvalConfig, evaluate
+
+    folders = []
+    for d in range(draws):
+        run = draw_folder(root, d)
+        if only is not None and d not in only:
+            folders.append(run)
+            continue
+        for methods, steps, ckpts, extra in evals:
+            extra = dict(extra)
+            tag = extra.pop("tag", None)
+            evaluate(EvalConfig(teacher=teacher.name if teacher else "shapes", methods=methods, steps=steps,
+                                checkpoints=ckpts, limit=limit, seed=draw_seed(d), out=str(run), row_suffix=tag,
+                                **extra), teacher=teacher)
+        if console and draws > 1:
+            console.print(f"draw {d + 1}/{draws} (--seed {draw_seed(d)}) done: {run}")
+        folders.append(run)
+    return folders
 
 
 def student_folders(entry_root: Path) -> list[Path]:
@@ -150,12 +201,13 @@ def export_students(out: str | Path, dest: Path = SHIPPED_STUDENTS, names: list[
 
 
 def compare(teacher: Teacher, out: str | Path, only: list[str] | None = None, resume: bool = True,
-            limit: int | None = None, console=None, distill_only: bool = False) -> Path | None:
-    """Distill (or resume) every planned student, evaluate all, write the report; returns it.
+            limit: int | None = None, console=None, distill_only: bool = False, draws: int = 1,
+            novel: bool = True) -> Path | None:
+    """Distill (or resume) every planned student, evaluate all on ``draws`` seed draws (pooled in the
+    report, with its paired-gap and claims tables), write the report; returns it.
 
     ``distill_only``: stop after distilling (so several processes can share the entries out);
     a later call without it finds the students done and only evaluates."""
-    from tmd_bench.evaluate import EvalConfig, evaluate
     from tmd_bench.reports.html import build_report
 
     out = Path(out)
@@ -169,9 +221,8 @@ def compare(teacher: Teacher, out: str | Path, only: list[str] | None = None, re
             console.print(f"{entry.name}: distilled ({time.time() - t0:.0f} s this run)")
     if distill_only:
         return None
-    run = out / "eval"
-    for methods, steps, ckpts, extra in evaluations(students):
-        tag = extra.pop("tag", None)
-        evaluate(EvalConfig(teacher=teacher.name, methods=methods, steps=steps, checkpoints=ckpts, limit=limit,
-                            out=str(run), row_suffix=tag, **extra), teacher=teacher)
-    return build_report([run], out / "report")[1]
+    evals = evaluations(students)
+    if novel and teacher.spec.world == "shapes":
+        evals += novel_evaluations(student_evaluations(students))
+    folders = run_draws(evals, out, draws, limit, teacher, console)
+    return build_report(folders, out / "report", pool=draws > 1)[1]

@@ -147,7 +147,7 @@ class EvalConfig:
     width: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)  # method → student checkpoint folder
     inner_steps: int | None = None  # TMD: N at inference (default: the checkpoint's)
-    oracle: int = 2  # the Shapes oracle that reads attributes (2: the shipped comparison's; 3: stricter, opt-in)
+    oracle: int = 3  # the Shapes oracle that reads attributes (3: every object on its own; 2: the earlier reader, for old runs)
     per_prompt: int | None = None  # K clips per prompt (None: 1, or DIVERSITY_PER_PROMPT with --metrics diversity)
     row_suffix: str | None = None  # appended to row ids (e.g. "stage1" for an ablation's student)
     metrics: list[str] | None = None  # None: SHAPES_DEFAULT_METRICS on the Shapes world, none elsewhere
@@ -270,7 +270,7 @@ def reproduce_command(cfg: EvalConfig, method: str, steps: int) -> str:
         args.append("--compile")
     if cfg.per_prompt is not None:
         args += ["--per-prompt", str(cfg.per_prompt)]
-    if cfg.oracle != 2:
+    if cfg.oracle != EvalConfig.oracle:
         args += ["--oracle", str(cfg.oracle)]
     if cfg.metrics is not None:
         args += ["--metrics", ",".join(cfg.metrics)]
@@ -292,6 +292,15 @@ def read_results(path: Path) -> list[dict]:
     if "row_id" not in df.columns:
         raise ValueError(f"{path} has no row_id column: not written by `tmd-bench evaluate`; choose another --out")
     return df.to_dict("records")
+
+
+def check_oracle(rows: list[dict], version: int, path: Path) -> None:
+    """Rows read by two oracle versions do not compare: a run adds to a table only with its rows' reader."""
+    seen = {int(r["oracle_version"]) for r in rows if pd.notna(r.get("oracle_version", float("nan")))}
+    if seen and seen != {version}:
+        old = ", ".join(f"v{v}" for v in sorted(seen))
+        raise ValueError(f"{path}: its rows were read with oracle {old}, this run reads with v{version}; rows read by "
+                         f"two oracles do not compare — pass --oracle {min(seen)} or choose another --out")
 
 
 def evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> pd.DataFrame:
@@ -343,6 +352,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
     wrong_world = [m for m in metrics if m in SHAPES_ONLY_METRICS]
     if wrong_world and teacher.spec.world != "shapes":
         raise ValueError(f"the {wrong_world[0]} metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
+    if "shapes" in metrics:
+        check_oracle(read_results(Path(cfg.out) / "results.csv"), cfg.oracle, Path(cfg.out) / "results.csv")
     shapes_clip = None
     if "shapes-clip" in metrics or "fd" in metrics:
         from tmd_bench.metrics.shapes_clip import ShapesClipMetrics
@@ -398,6 +409,7 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     **{k: v for k, v in method.columns(steps).items() if k != "config_label"},
                 }
                 per_clip: list[dict] = []
+                row.update(harness.diagnose(method, teacher, prompts, seeds, steps))
                 metric_impls = {}
                 t_metrics = time.perf_counter()
                 row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
@@ -558,15 +570,30 @@ def write_results(rows: list[dict], path: Path) -> None:
 def print_table(df: pd.DataFrame, console) -> None:
     from rich.table import Table
 
-    t = Table(title="tmd-bench evaluate")
+    pooled = "draws" in df and df["draws"].max() > 1
+    t = Table(title="tmd-bench evaluate" + (f" — pooled over {int(df['draws'].max())} seed draws" if pooled else ""))
     cols = [("row_id", "config"), ("nfe", "NFE"), ("nfe_counted", "counted"), ("effective_nfe", "eff. NFE"),
-            ("latency_total_s", "latency s"), ("all_correct", "all-correct"), ("acc_shape", "shape"),
-            ("acc_motion", "motion"), ("sharpness", "sharpness")]
+            ("latency_total_s", "latency"), ("all_correct", "all-correct" + (" ± SE" if pooled else "")),
+            ("acc_shape", "shape"), ("acc_motion", "motion"), ("sharpness", "sharpness"), ("num_clips", "clips")]
     cols = [(k, h) for k, h in cols if k in df]
     for _, h in cols:
         t.add_column(h, justify="left" if h == "config" else "right")
+
+    def cell(r, k):
+        v = r[k]
+        if isinstance(v, str):
+            return v
+        if k == "latency_total_s":
+            return f"{1000 * v:.0f} ms" if v >= 0.1 else f"{1000 * v:.1f} ms"
+        if k == "all_correct" or k.startswith("acc_"):
+            se = r.get("all_correct_se") if k == "all_correct" and pooled else None
+            return f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if se is not None and se == se else "")
+        if k == "num_clips":
+            return str(int(v))
+        return f"{v:.3g}"
+
     for _, r in df.iterrows():
-        t.add_row(*[str(r[k]) if isinstance(r[k], str) else f"{r[k]:.3g}" for k, _ in cols])
+        t.add_row(*[cell(r, k) for k, _ in cols])
     console.print(t)
 
 

@@ -76,6 +76,8 @@ class Method:
     blocks: list[torch.nn.Module]
     config: Callable[[int], dict] = field(default=lambda steps: {})
     columns: Callable[[int], dict] = field(default=lambda steps: {})  # extra CSV columns (e.g. inner_steps)
+    # (noise, text, negative, steps, seeds) -> {column: value}: method-specific diagnostics (TMD: noise sensitivity)
+    diagnostics: Callable[..., dict] | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -148,6 +150,19 @@ def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[i
                 on_batch(len(p))
     n = len(prompts)
     return Generation(torch.cat(out), count.network_rows / n, count.block_rows / (method.num_blocks * n))
+
+
+DIAGNOSTIC_CLIPS = 16  # clips a method's diagnostics are measured on (the first of the suite)
+
+
+def diagnose(method: Method, teacher: Teacher, prompts: list[str], seeds: list[int], steps: int,
+             n: int = DIAGNOSTIC_CLIPS) -> dict:
+    """The method's own diagnostics on the first ``n`` clips (none for methods without them)."""
+    if method.diagnostics is None or not prompts:
+        return {}
+    p, s = prompts[:n], seeds[:n]
+    negative = teacher.encode_text([teacher.spec.negative_prompt])
+    return method.diagnostics(noise_for_seeds(teacher, s), teacher.encode_text(p), negative, steps, s)
 
 
 def sync(device: torch.device) -> None:

@@ -134,3 +134,14 @@ def check_sampling(guidance: float | None, shift: float | None) -> None:
     """CFG scale finite and ≥ 0 (1: no guidance); shift finite and > 0 (the shift map needs γ > 0)."""
     check_number("--guidance", guidance, 0, 100)
     check_number("--shift", shift, 0, 1000, lo_open=True)
+
+
+def parse_indices(flag: str, text: str, n: int) -> list[int]:
+    """``"0,2,3"`` → [0, 2, 3], each in [0, n): a one-line error otherwise."""
+    try:
+        out = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not out or out[0] < 0 or out[-1] >= n:
+        raise ValueError(f"{flag} must name draws between 0 and {n - 1}, got {text!r}")
+    return out

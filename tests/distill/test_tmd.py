@@ -1,3 +1,5 @@
+import copy
+
 """TMD invariants (spec tmd.md §10) on tiny Wan transformers."""
 
 import pytest
@@ -137,3 +139,34 @@ def test_save_load_round_trip_and_wrong_teacher(teacher, tmp_path, wan_teacher_d
     wan = load_teacher("wan2.1-1.3b", wan_teacher_dir)
     with pytest.raises(ValueError, match="distilled from teacher 'shapes'"):
         tmd.load_student(tmp_path / "s", wan)
+
+
+def test_inner_noise_sensitivity_is_zero_for_a_head_that_ignores_its_noise(teacher, monkeypatch):
+    """The diagnostic on every TMD row: redrawing only y1 moves the sample by the relative amount it
+    reports; a head whose output does not depend on y1 (a collapsed transition) gives exactly 0, and
+    redrawing the outer noise still moves the sample."""
+    from tmd_bench.distill import tmd as tmd_mod
+    from tmd_bench.harness import diagnose
+
+    st = TMDStudent(copy.deepcopy(teacher.transformer), TMDConfig(2, 2, 2))
+    with torch.no_grad():  # a live fusion: the head reads its noisy input y (at initialisation it does not)
+        st.fusion.out.weight.normal_(0, 0.3)
+    method = tmd_mod.tmd_method(st)
+    prompts, seeds = ["a small red circle moving left on a black background"] * 3, [0, 1, 2]
+    live = diagnose(method, teacher, prompts, seeds, 2)
+    assert live["tmd_inner_noise_sensitivity"] > 1e-3 and live["tmd_outer_noise_sensitivity"] > 1e-3
+    # by hand: the same quantity from two samples that differ only in their inner noise
+    noise = torch.stack([torch.randn(teacher.latent_shape(1)[1:], generator=torch.Generator().manual_seed(s))
+                         for s in seeds])
+    text = teacher.encode_text(prompts)
+    a = tmd_mod.sample_tmd(st, noise, text, st.config.outer_grid(2), st.config.inner_grid(2), seeds)
+    b = tmd_mod.sample_tmd(st, noise, text, st.config.outer_grid(2), st.config.inner_grid(2),
+                           [s + tmd_mod.DIAGNOSTIC_SEED_OFFSET for s in seeds])
+    expected = float(((b - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).mean())
+    assert live["tmd_inner_noise_sensitivity"] == pytest.approx(expected, rel=1e-5)
+    monkeypatch.setattr(st, "head", lambda y, s, r, feats, times=None: torch.full_like(y, 0.1))
+    dead = diagnose(method, teacher, prompts, seeds, 2)
+    # what is left of y1 is the (1 − s_N)·y1 the grid's first point (s_N < 1) keeps, nothing the head adds
+    s_n = float(st.config.inner_grid(2)[0])
+    assert dead["tmd_inner_noise_sensitivity"] < 2 * (1 - s_n) + 1e-6 < live["tmd_inner_noise_sensitivity"] / 5
+    assert dead["tmd_outer_noise_sensitivity"] > 1e-3

@@ -1,0 +1,57 @@
+"""Training-efficiency curves: snapshots kept during distillation, evaluated under one harness."""
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from tmd_bench.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_snapshots_are_kept_and_evaluated_into_curves(shapes_teacher_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tmd_bench.distill import trainer
+
+    monkeypatch.setattr(trainer, "SNAPSHOT_ITERATIONS", (2, 4))  # Shapes runs keep 100, 200, 500, … by default
+    out = tmp_path / "tmd"
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--outer-steps", "2", "--inner-steps", "2",
+            "--head-blocks", "2", "--stage1-iterations", "2", "--stage2-iterations", "5", "--batch-size", "2",
+            "--checkpoint-every", "3", "--out", out)
+    assert r.exit_code == 0, r.output
+    snaps = trainer.snapshot_folders(out / "stage2")
+    assert [k for k, _ in snaps] == [2, 4]  # kept whatever --checkpoint-every (3): a snapshot is a checkpoint too
+    meta = [json.loads((d / "snapshot.json").read_text()) for _, d in snaps]
+    assert meta[0]["elapsed_s"] <= meta[1]["elapsed_s"]
+    # a snapshot is the student as exported at that iteration: the 4-iteration one differs from the final
+    w4 = load_file(str(next((snaps[1][1]).glob("*.safetensors"))))
+    w5 = load_file(str(next((out / "stage2" / "student").glob("*.safetensors"))))
+    assert w4.keys() == w5.keys() and any((w4[k] != w5[k]).any() for k in w4)
+
+    r = run("curves", out, "--teacher-path", shapes_teacher_dir, "--limit", "2", "--out", tmp_path / "curves")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "curves" / "curves.csv")
+    stage2 = df[df["run"] == "tmd/stage2"]
+    assert list(stage2["iteration"]) == [2, 4, 5] and stage2["wall_s"].is_monotonic_increasing
+    stage1 = df[df["run"] == "tmd/stage1"]
+    assert list(stage1["iteration"]) == [2] and stage2["wall_s"].min() >= stage1["wall_s"].max()
+    assert set(df["num_clips"]) == {2} and df["all_correct"].between(0, 1).all()
+    html = (tmp_path / "curves" / "curves.html").read_text()
+    assert html.count("<svg") >= 4 and "distillation iterations" in html and "training wall time" in html
+    # the rows are ordinary evaluation rows, one per snapshot, tagged by run, stage and iteration
+    rows = pd.read_csv(tmp_path / "curves" / "eval" / "results.csv")
+    assert {"tmd-M2-N2H2-tmd-stage2-it2", "tmd-M2-N2H2-tmd-stage2-it5"} <= set(rows["row_id"])
+
+
+def test_curves_of_a_folder_without_training_is_one_line(shapes_teacher_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("curves", tmp_path / "empty", "--teacher-path", shapes_teacher_dir, "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "no training run inside" in r.output
+    r = run("curves", tmp_path / "missing", "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "no such run folder" in r.output

@@ -1,0 +1,166 @@
+"""Rows pooled over seed draws, matched baselines, claim verdicts, and the plots that show them."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from tmd_bench.reports import pooled
+from tmd_bench.reports.pareto import nice_ticks, scatter_svg
+
+
+def _draw(seed, rate, fd, n=4, row_id="tmd-M2-N2H2", **extra):
+    return {"row_id": row_id, "method": "tmd", "steps": 2, "teacher": "shapes", "suite": "shapes-eval",
+            "num_clips": n, "seed": seed, "all_correct": rate, "acc_shape": rate, "fd_real": fd,
+            "latency_total_s": 0.05, "effective_nfe": 2.5, "run": f"eval-{seed}", **extra}
+
+
+def test_pooled_row_is_the_mean_of_its_draws_with_errors_over_clips_and_draws():
+    df = pd.DataFrame([_draw(0, 0.5, 0.1), _draw(1000, 1.0, 0.3), _draw(2000, 0.75, 0.2)])
+    (row,) = pooled.pool_rows(df).to_dict("records")
+    assert row["all_correct"] == pytest.approx(0.75) and row["fd_real"] == pytest.approx(0.2)
+    assert row["num_clips"] == 12 and row["draws"] == 3 and row["seeds"] == "0,1000,2000"
+    assert row["all_correct_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 12))  # binomial over the pooled clips
+    assert row["fd_real_se"] == pytest.approx(np.std([0.1, 0.3, 0.2], ddof=1) / math.sqrt(3))  # over draws
+    assert "latency_total_s_se" not in row  # a cost, not a quality metric: no interval
+
+
+def test_a_single_draw_is_left_as_it_is():
+    (row,) = pooled.pool_rows(pd.DataFrame([_draw(0, 0.5, 0.1)])).to_dict("records")
+    assert row["draws"] == 1 and row["all_correct"] == 0.5 and "fd_real_se" not in row
+
+
+@pytest.mark.parametrize("change", [{"steps": 4}, {"suite": "shapes-novel"}, {"oracle_version": 2}])
+def test_draws_of_different_configurations_are_not_pooled(change):
+    a = _draw(0, 0.5, 0.1, oracle_version=3)
+    b = {**_draw(1000, 0.5, 0.1, oracle_version=3), **change}
+    with pytest.raises(pooled.PoolError, match="differ in"):
+        pooled.pool_rows(pd.DataFrame([a, b]))
+
+
+def test_two_draws_with_one_seed_are_not_pooled():
+    with pytest.raises(pooled.PoolError, match="--seed 0"):
+        pooled.pool_rows(pd.DataFrame([_draw(0, 0.5, 0.1), _draw(0, 0.7, 0.1)]))
+
+
+def test_matched_baselines():
+    rows = {"dmd2-s1", "dmd2-s2", "dmd2-s2-novel", "tmd-M2-N2H2", "rcm-s4", "teacher-euler-s50"}
+    assert pooled.matched_baseline("tmd-M2-N2H2", rows) == "dmd2-s2"
+    assert pooled.matched_baseline("tmd-M2-N1H2", rows) == "dmd2-s2"
+    assert pooled.matched_baseline("tmd-M1-N2H2", rows) == "dmd2-s1"
+    assert pooled.matched_baseline("tmd-M2-N2H2-novel", rows) == "dmd2-s2-novel"
+    assert pooled.matched_baseline("tmd-M2-N2H2-stage1", rows) == "tmd-M2-N2H2"
+    assert pooled.matched_baseline("kd-s1", rows) == "dmd2-s1" and pooled.matched_baseline("rcm-s2", rows) == "dmd2-s2"
+    assert pooled.matched_baseline("rcm-s4", rows) is None  # no DMD2-v at 4 steps evaluated
+    assert pooled.matched_baseline("dmd2-s2", rows) is None and pooled.matched_baseline("teacher-euler-s8", rows) is None
+    assert pooled.split_tag("teacher-euler-s50-novel") == ("teacher-euler-s50", "-novel")
+
+
+@pytest.mark.parametrize("kind,lo,hi,expected", [
+    ("≥", 0.1, 3.0, "reproduced"), ("≥", -0.1, 3.0, "tie"), ("≥", -4.0, -0.2, "not reproduced"),
+    ("close", -4.9, 1.0, "reproduced"), ("close", -6.0, 1.0, "undecided"), ("close", -9.0, -5.5, "not reproduced"),
+    ("≥", float("nan"), float("nan"), "not tested")])
+def test_claim_verdicts_follow_the_interval(kind, lo, hi, expected):
+    assert pooled.verdict(kind, lo, hi) == expected
+
+
+def _write_run(root, seed, outcomes):
+    """A run folder as `tmd-bench evaluate` writes it: results.csv and per_clip/<row>.csv."""
+    (root / "per_clip").mkdir(parents=True)
+    rows = []
+    for row_id, ok in outcomes.items():
+        prompts = [f"a small red circle moving left on a black background #{i}" for i in range(len(ok))]
+        pd.DataFrame({"prompt": prompts, "seed": [seed + i for i in range(len(ok))], "all_correct": ok}).to_csv(
+            root / "per_clip" / f"{row_id}.csv", index=False)
+        rows.append({**_draw(seed, float(np.mean(ok)), 0.1, n=len(ok), row_id=row_id),
+                     "method": row_id.split("-")[0]})
+    pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
+
+
+def test_claims_and_gaps_pair_clips_over_every_draw(tmp_path):
+    rng = np.random.default_rng(0)
+    runs = []
+    for d in range(3):
+        base = rng.random(40) < 0.8
+        better = base | (rng.random(40) < 0.5)  # TMD correct wherever DMD2-v is, and more often
+        _write_run(tmp_path / f"d{d}", 1000 * d, {"teacher-euler-s50": base, "dmd2-s2": base, "tmd-M2-N1H2": better})
+        runs.append(tmp_path / f"d{d}")
+    claims = {c["claim"]: c for c in pooled.claims(runs, ["teacher-euler-s50", "dmd2-s2", "tmd-M2-N1H2"])}
+    c = claims["TMD ≥ DMD2-v at matched effective NFE (2 = 2)"]
+    assert c["paired"] == 120 and c["verdict"] == "reproduced" and c["lo"] > 0
+    assert "tmd-bench gap" in c["command"] and "--baseline dmd2-s2 --rows tmd-M2-N1H2" in c["command"]
+    assert claims["TMD ≥ rCM at matched effective NFE (2 = 2)"]["verdict"] == "not tested"
+    gaps = pooled.gap_table(runs, ["teacher-euler-s50", "dmd2-s2", "tmd-M2-N1H2"])
+    kinds = {(g["row_id"], g["comparison"]) for g in gaps}
+    assert ("tmd-M2-N1H2", "vs matched baseline") in kinds and ("dmd2-s2", "vs teacher 50 steps") in kinds
+    g = next(g for g in gaps if g["row_id"] == "tmd-M2-N1H2" and g["comparison"] == "vs matched baseline")
+    assert g["diff"] == pytest.approx(c["diff"]) and g["paired"] == 120
+
+
+def test_report_pools_draws_and_writes_the_claims_and_gap_tables(tmp_path):
+    from tmd_bench.reports.html import build_report
+
+    runs = []
+    for d in range(2):
+        ok = np.arange(20) % (3 + d) != 0
+        _write_run(tmp_path / f"eval-{d}", 1000 * d, {"teacher-euler-s50": ok, "dmd2-s2": ok, "tmd-M2-N1H2": ok})
+        runs.append(tmp_path / f"eval-{d}")
+    csv_path, html_path = build_report(runs, tmp_path / "report", pool=True)
+    df = pd.read_csv(csv_path)
+    assert len(df) == 3 and set(df["draws"]) == {2} and set(df["num_clips"]) == {40}
+    assert (tmp_path / "report" / "claims.csv").is_file() and (tmp_path / "report" / "gaps.csv").is_file()
+    html = html_path.read_text()
+    assert "The paper's claims on this world" in html and "Paired gaps" in html and "bars: 95% interval" in html
+    md = (tmp_path / "report" / "report.md").read_text()  # what the README pastes: generated, never typed
+    claim = pooled.claims(runs, list(df["row_id"]))[0]
+    assert f"| {claim['claim']} | `tmd-M2-N1H2` | `dmd2-s2` | {pooled.fmt_gap(claim)} | **{claim['verdict']}** |" in md
+    row = df.set_index("row_id").loc["tmd-M2-N1H2"]
+    assert f"| `tmd-M2-N1H2` |" in md and f"{100 * row['all_correct']:.1f}% ± {100 * row['all_correct_se']:.1f}" in md
+
+
+def test_nice_ticks_are_round():
+    assert nice_ticks(0.0, 1.0) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    for lo, hi in ((0.137, 0.962), (3.3, 97.0), (-0.02, 0.41)):
+        t = nice_ticks(lo, hi)
+        step = t[1] - t[0]
+        assert all(abs(b - a - step) < 1e-9 for a, b in zip(t, t[1:]))
+        assert re.fullmatch(r"[125]0*", f"{step:.10e}".split("e")[0].replace(".", "").rstrip("0") or "1")
+        assert lo - 1e-9 <= t[0] and t[-1] <= hi + 1e-9 and 4 <= len(t) <= 7
+
+
+def _boxes(svg):
+    """(x0, y0, x1, y1) of each visible label, from its position, anchor and length."""
+    out = []
+    for m in re.finditer(r'<text x="([\d.]+)" y="([\d.]+)" class="label"(?: text-anchor="(\w+)")?>([^<]*)</text>', svg):
+        x, y, anchor, text = float(m[1]), float(m[2]), m[3] or "start", m[4]
+        w = 5.6 * len(text)
+        left = x if anchor == "start" else x - w if anchor == "end" else x - w / 2
+        out.append((left, y - 9, left + w, y + 2))
+    return out
+
+
+def test_plot_labels_never_overlap_and_every_point_keeps_its_name():
+    """Sixteen points crowded as the demo's are: no two visible labels overlap; a point whose label found
+    no free place still names itself on hover, and the plot says how many were left out."""
+    rng = np.random.default_rng(3)
+    pts = [{"x": float(x), "y": float(y), "label": f"row-{i}", "short": f"method-s{i}", "group": f"g{i % 4}",
+            "front": i < 3, "err": 0.05} for i, (x, y) in enumerate(zip(rng.uniform(0.03, 0.2, 16), rng.uniform(0.8, 1.0, 16)))]
+    svg = scatter_svg(pts, "latency", "all_correct", "t", percent=True)
+    boxes = _boxes(svg)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert svg.count("<title>") == 16 and svg.count('class="err"') == 16
+    hidden = 16 - len(boxes)
+    assert len(boxes) >= 8  # most points keep a visible label
+    assert (f"{hidden} label" in svg) == (hidden > 0)
+    assert "100%" in svg or "90%" in svg  # percent ticks
+
+
+def test_error_bars_of_a_rate_stay_inside_0_and_1():
+    from tmd_bench.reports.html import _err
+
+    row = pd.Series({"all_correct": 0.98, "all_correct_se": 0.05})
+    lo, hi = _err(row, "all_correct_se", percent=True)
+    assert hi == pytest.approx(0.02) and lo == pytest.approx(1.96 * 0.05)
