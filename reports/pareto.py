@@ -124,6 +124,17 @@ def _place(cx: float, cy: float, width: float, boxes: list, bounds: tuple, point
     return None
 
 
+def _svg_open(cls: str, width: int, height: int, title: str, ml: int) -> list[str]:
+    return [f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+            f'<text x="{ml}" y="20" class="title">{escape(title)}</text>']
+
+
+def _svg_empty(out: list[str], x: float, y: float, message: str) -> str:
+    out.append(f'<text x="{x}" y="{y}">{escape(message)}</text></svg>')
+    return "".join(out)
+
+
 def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_x: bool = True,
                 width: int = 640, height: int = 440, percent: bool = False, groups: list | None = None) -> str:
     """An SVG scatter of ``points`` (dicts with x, y, label, short, group, front, optional ``err``: the
@@ -137,12 +148,9 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
     pts = [p for p in points if abs(p["y"]) < 1e300 and (1e-300 < p["x"] < 1e300 if log_x else abs(p["x"]) < 1e300)]
     ml, mr, mt, mb = 64, 150, 36, 48
     pw, ph = width - ml - mr, height - mt - mb
-    out = [f'<svg class="pareto" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-           f'<text x="{ml}" y="20" class="title">{escape(title)}</text>']
+    out = _svg_open("pareto", width, height, title, ml)
     if not pts:
-        out.append(f'<text x="{ml}" y="{mt + ph / 2}">no points with finite {escape(x_label)} and {escape(y_label)}</text></svg>')
-        return "".join(out)
+        return _svg_empty(out, ml, mt + ph / 2, f"no points with finite {x_label} and {y_label}")
     err = {}  # id → (below, above): half-widths of the 95 % interval (a rate's is clipped to [0, 1])
     for p in pts:
         e = p.get("err")
@@ -245,12 +253,9 @@ def line_svg(series: dict[str, list[tuple[float, float, float]]], x_label: str, 
     pts = {k: v for k, v in pts.items() if v}
     ml, mr, mt, mb = 64, 170, 36, 48
     pw, ph = width - ml - mr, height - mt - mb
-    out = [f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-           f'<text x="{ml}" y="20" class="title">{escape(title)}</text>']
+    out = _svg_open("curve", width, height, title, ml)
     if not pts:
-        out.append(f'<text x="{ml}" y="{mt + ph / 2}">no points</text></svg>')
-        return "".join(out)
+        return _svg_empty(out, ml, mt + ph / 2, "no points")
     lo_hi = lambda y, e: (max(y - e, 0.0), min(y + e, 1.0)) if percent else (y - e, y + e)  # noqa: E731
     xs = [x for v in pts.values() for x, _, _ in v]
     ys = [b for v in pts.values() for _, y, e in v for b in lo_hi(y, e)]

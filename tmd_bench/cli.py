@@ -955,6 +955,8 @@ def demo(
     draw: Optional[str] = typer.Option(None, help="Only these draws (comma-separated, 0-based; e.g. 0,1,2,3): "
                                        "spread --draws over processes, then run once more with --report-only."),
     report_only: bool = typer.Option(False, help="Only pool the draws' folders already written into the report."),
+    sweep_draws: Optional[int] = typer.Option(None, help="The teacher's step sweep (besides its 50-step reference) "
+                                              "on the first N draws only (default: every draw)."),
 ):
     """The main job on the embedded default: the shipped shapes teacher's step sweep and the shipped
     distilled students (TMD, DMD2-v, rCM, KD, MeanFlow) under one harness, and the report."""
@@ -983,7 +985,7 @@ def demo(
         if novel:
             evals += novel_evaluations(student_evaluations(shipped))
         teacher = runtime.load("shapes", None, "auto", None)  # loaded once for every row of every draw
-        run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen)
+        run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen, sweep_draws=sweep_draws)
     folders = [draw_folder(out, d) for d in range(draws)]
     missing = [str(f) for f in folders if not (f / "results.csv").is_file()]
     if missing:

@@ -59,7 +59,9 @@ def distill_entry(teacher: Teacher, entry: Entry, folder: Path, resume: bool) ->
 
 def evaluations(students: dict[str, Path]) -> list[tuple[list[str], list[int], dict, dict]]:
     """(methods, steps, checkpoints, extra EvalConfig fields) for each evaluation of the plan."""
-    ev = [(["teacher-euler"], [1, 2, 4, 8, 50], {}, {}), (["teacher-unipc"], [2, 4, 8], {}, {})]
+    # the 50-step teacher is every comparison's reference; the rest of the step sweep is marked "sweep"
+    ev = [(["teacher-euler"], [1, 2, 4, 8], {}, {"sweep": True}), (["teacher-euler"], [50], {}, {}),
+          (["teacher-unipc"], [2, 4, 8], {}, {"sweep": True})]
     ev += student_evaluations(students)
     return ev
 
@@ -114,10 +116,12 @@ def novel_evaluations(evals: list) -> list:
 
 
 def run_draws(evals: list, root: Path, draws: int, limit: int | None = None, teacher: Teacher | None = None,
-              console=None, only: list[int] | None = None) -> list[Path]:
+              console=None, only: list[int] | None = None, sweep_draws: int | None = None) -> list[Path]:
     """Every evaluation of ``evals`` on ``draws`` seed draws (draw d: ``--seed`` 1000·d, into
     :func:`draw_folder`); returns the draw folders. Rows already in a draw's folder are evaluated again
-    (they replace themselves), so an interrupted run is finished by running it again."""
+    (they replace themselves), so an interrupted run is finished by running it again. Evaluations marked
+    ``"sweep"`` (the teacher's step sweep besides its 50-step reference) run on the first ``sweep_draws``
+    draws only (default: all): they are context, never a baseline."""
     from tmd_bench.evaluate import EvalConfig, evaluate
 
     folders = []
@@ -128,6 +132,8 @@ def run_draws(evals: list, root: Path, draws: int, limit: int | None = None, tea
             continue
         for methods, steps, ckpts, extra in evals:
             extra = dict(extra)
+            if extra.pop("sweep", False) and sweep_draws is not None and d >= sweep_draws:
+                continue
             tag = extra.pop("tag", None)
             evaluate(EvalConfig(teacher=teacher.name if teacher else "shapes", methods=methods, steps=steps,
                                 checkpoints=ckpts, limit=limit, seed=draw_seed(d), out=str(run), row_suffix=tag,

@@ -71,7 +71,7 @@ def find_snapshots(runs: list[str | Path]) -> list[Snapshot]:
             raise ValueError(f"{run}: no training run inside (no state.json): give the --out of `tmd-bench distill`")
         for stage in stages:
             before = _final_elapsed(stage.parent / "stage1") if stage.name == "stage2" else 0.0
-            label = f"{run.name}/{stage.relative_to(run)}" if stage != run else run.name
+            label = f"{run.name}/{stage.relative_to(run)}" if stage != run else f"{run.parent.name}/{run.name}"
             points = [(k, d, json.loads((d / "snapshot.json").read_text())["elapsed_s"])
                       for k, d in snapshot_folders(stage)]
             final_it = int(json.loads((stage / "state.json").read_text()).get("iteration", 0))
