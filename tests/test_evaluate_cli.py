@@ -277,3 +277,23 @@ def test_rows_read_by_two_oracles_do_not_share_a_table(shapes_teacher_dir, tmp_p
     assert set(pd.read_csv(out / "results.csv")["oracle_version"]) == {2}
     r = run(*base[:-1], tmp_path / "v3", "--steps", "1")
     assert r.exit_code == 0 and set(pd.read_csv(tmp_path / "v3" / "results.csv")["oracle_version"]) == {3}
+
+
+def test_demo_draws_spread_over_processes_then_pooled(tmp_path):
+    """`demo --draws K --draw i,j` runs only those draws (so K draws can be shared out), the report waits
+    until every draw's folder exists; --sweep-draws keeps the teacher's step sweep to the first draws."""
+    out = tmp_path / "demo"
+    common = ("demo", "--limit", "1", "--draws", "2", "--sweep-draws", "1", "--no-novel", "--out", out)
+    r = run(*common, "--draw", "1")
+    assert r.exit_code == 0, r.output
+    assert "the report waits for" in r.output and not (out / "report").exists()
+    d1 = set(pd.read_csv(out / "eval-draw1" / "results.csv")["row_id"])
+    assert "teacher-euler-s50" in d1 and "teacher-euler-s1" not in d1 and "dmd2-s2" in d1  # no sweep on draw 1
+    r = run(*common, "--draw", "0")
+    assert r.exit_code == 0, r.output
+    rep = pd.read_csv(out / "report" / "report.csv").set_index("row_id")
+    assert rep.loc["teacher-euler-s1", "draws"] == 1 and rep.loc["teacher-euler-s50", "draws"] == 2
+    assert rep.loc["dmd2-s2", "seeds"] == "0,1000" and (out / "report" / "claims.csv").is_file()
+    assert "pooled over 2 seed draws" in r.output
+    r = run(*common, "--draw", "2")
+    assert r.exit_code == 2 and "--draw must name draws between 0 and 1" in r.output
