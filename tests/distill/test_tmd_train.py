@@ -173,10 +173,10 @@ def test_presets():
 
 
 @pytest.mark.parametrize("dropout", [0.0, 1.0])
-def test_text_dropped_samples_are_trained_on_their_unguided_target(monkeypatch, dropout):
-    """Stage 1's CFG target is built from the unconditional branch; a text-dropped sample *is* that branch,
-    so (as in FastGen's MeanFlow) it learns its own velocity y1 − y, not the guided one. Conditioned
-    samples keep the CFG target either way; ``dropped_target="guided"`` is the earlier rule."""
+def test_the_target_of_text_dropped_samples_follows_the_rule(monkeypatch, dropout):
+    """``dropped_target="unguided"`` (FastGen's MeanFlow) trains a text-dropped sample on its own velocity
+    y1 − y; ``"guided"`` (the default, which the ablation keeps) on the CFG target. Conditioned samples
+    get the CFG target under either rule."""
     from dataclasses import replace
 
     from tmd_bench.distill import tmd_train
@@ -206,6 +206,7 @@ def test_text_dropped_samples_are_trained_on_their_unguided_target(monkeypatch, 
         assert (v["unguided"] - plain).abs().max() > 1e-2
 
 
-def test_dropped_target_must_be_known():
+def test_dropped_target_must_be_known_and_defaults_to_guided():
+    assert preset("shapes").dropped_target == "guided"
     with pytest.raises(ValueError, match="--dropped-target must be one of unguided, guided"):
         preset("shapes", dropped_target="cfg")
