@@ -124,6 +124,22 @@ def _place(cx: float, cy: float, width: float, boxes: list, bounds: tuple, point
     return None
 
 
+def _grid(out: list[str], fx, fy, box: tuple, xticks: list[float], xtext: list[str], y_lo: float, y_hi: float,
+          percent: bool) -> None:
+    """The plot frame, its vertical grid at ``xticks`` (labelled ``xtext``) and round y ticks."""
+    ml, mt, pw, ph = box
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
+    for v, text in zip(xticks, xtext):
+        out.append(f'<line x1="{fx(v):.1f}" x2="{fx(v):.1f}" y1="{mt}" y2="{mt + ph}" class="grid"/>'
+                   f'<text x="{fx(v):.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{text}</text>')
+    yticks = nice_ticks(y_lo, y_hi)
+    ystep = yticks[1] - yticks[0] if len(yticks) > 1 else 1.0
+    for v in yticks:
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" class="grid"/>'
+                   f'<text x="{ml - 6}" y="{fy(v) + 4:.1f}" text-anchor="end" class="tick">'
+                   f'{_tick_text(v, percent, ystep)}</text>')
+
+
 def _svg_open(cls: str, width: int, height: int, title: str, ml: int) -> list[str]:
     return [f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
@@ -177,16 +193,7 @@ def scatter_svg(points: list[dict], x_label: str, y_label: str, title: str, log_
     pad = 0.08 * ((y_hi - y_lo) or max(abs(y_hi), 1.0))
     y_lo, y_hi = y_lo - pad, y_hi + pad
     fy = lambda v: mt + ph * (1 - (v - y_lo) / (y_hi - y_lo))  # noqa: E731
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
-    for v, text in zip(xticks, xtext):
-        out.append(f'<line x1="{fx(v):.1f}" x2="{fx(v):.1f}" y1="{mt}" y2="{mt + ph}" class="grid"/>'
-                   f'<text x="{fx(v):.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{text}</text>')
-    yticks = nice_ticks(y_lo, y_hi)
-    ystep = yticks[1] - yticks[0] if len(yticks) > 1 else 1.0
-    for v in yticks:
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" class="grid"/>'
-                   f'<text x="{ml - 6}" y="{fy(v) + 4:.1f}" text-anchor="end" class="tick">'
-                   f'{_tick_text(v, percent, ystep)}</text>')
+    _grid(out, fx, fy, (ml, mt, pw, ph), xticks, xtext, y_lo, y_hi, percent)
     out.append(f'<text x="{ml + pw / 2}" y="{height - 8}" text-anchor="middle" class="axis">{escape(x_label)}'
                f'{" (log scale)" if log_x else ""}</text>'
                f'<text transform="translate(16 {mt + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">'
@@ -265,18 +272,9 @@ def line_svg(series: dict[str, list[tuple[float, float, float]]], x_label: str, 
     y_lo, y_hi = y_lo - pad, y_hi + pad
     fx = lambda v: ml + pw * (v - x_lo) / ((x_hi - x_lo) or 1.0)  # noqa: E731
     fy = lambda v: mt + ph * (1 - (v - y_lo) / ((y_hi - y_lo) or 1.0))  # noqa: E731
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
     xt = nice_ticks(x_lo, x_hi)
     xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
-    for v in xt:
-        out.append(f'<line x1="{fx(v):.1f}" x2="{fx(v):.1f}" y1="{mt}" y2="{mt + ph}" class="grid"/>'
-                   f'<text x="{fx(v):.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tick">'
-                   f'{_tick_text(v, False, xstep)}</text>')
-    yt = nice_ticks(y_lo, y_hi)
-    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
-    for v in yt:
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" class="grid"/>'
-                   f'<text x="{ml - 6}" y="{fy(v) + 4:.1f}" text-anchor="end" class="tick">{_tick_text(v, percent, ystep)}</text>')
+    _grid(out, fx, fy, (ml, mt, pw, ph), xt, [_tick_text(v, False, xstep) for v in xt], y_lo, y_hi, percent)
     out.append(f'<text x="{ml + pw / 2}" y="{height - 8}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
                f'<text transform="translate(16 {mt + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">'
                f'{escape(y_label)}{" (%)" if percent else ""}</text>')

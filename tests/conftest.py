@@ -117,3 +117,22 @@ def wan_pipeline_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wan-pipeline")
     build_wan_pipeline(folder)
     return folder
+
+
+def blur_clip(clip, sigma):
+    """A separable Gaussian blur of σ px over the last two dimensions (replicate padding): the degraded
+    render the quality and oracle tests compare against."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    r = int(math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-x**2 / (2 * sigma**2))
+    k = k / k.sum()
+    h, w = clip.shape[-2:]
+    flat = clip.reshape(-1, 1, h, w)
+    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return flat.reshape(clip.shape)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_shapes_teacher
+from conftest import tiny_shapes_teacher, blur_clip
 from tmd_bench.metrics import shapes
 
 from tmd_bench import harness, world
@@ -102,16 +102,7 @@ def _quality(clip, prompt):
     return per_clip[0]
 
 
-def _blur(clip, sigma):
-    r = int(math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x**2 / (2 * sigma**2))
-    k = k / k.sum()
-    h, w = clip.shape[-2:]
-    flat = clip.reshape(-1, 1, h, w)
-    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return flat.reshape(clip.shape)
+_blur = blur_clip
 
 
 def _object_mask(clip, scene):

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from tmd_bench.metrics import shapes, vbench
+from conftest import blur_clip
 
 
 def perfect():
@@ -71,16 +71,7 @@ def test_all_correct_carries_its_standard_error():
 
 # -- quality analogues v3: clean > blurred > noise > empty ---------------------------------------
 
-def _blur(clips, sigma):
-    r = int(math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x**2 / (2 * sigma**2))
-    k = k / k.sum()
-    h, w = clips.shape[-2:]
-    flat = clips.reshape(-1, 1, h, w)
-    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return flat.view(clips.shape)
+_blur = blur_clip
 
 
 @pytest.fixture(scope="module")
