@@ -234,6 +234,24 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def joint_motion(alpha: np.ndarray, min_area: float = MIN_AREA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame of the coverage ``alpha`` (F, H, W): its area Σα, the α-weighted centroid of everything
+    (x, y; NaN where empty), and the least-squares displacement of that centroid over the clip (zero
+    unless two frames hold more than ``min_area`` / 2). Version 2 read motion from it; v3 keeps it as a
+    reference quantity."""
+    n_frames, h, w = alpha.shape
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    areas = alpha.sum((1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = np.stack([(alpha * xs).sum((1, 2)) / areas, (alpha * ys).sum((1, 2)) / areas], 1)
+    ok = areas > min_area / 2
+    displacement = np.zeros(2)
+    if ok.sum() >= 2:
+        t = np.arange(n_frames)[ok]
+        displacement = np.array([np.polyfit(t, centroids[ok, k], 1)[0] * (n_frames - 1) for k in range(2)])
+    return areas, centroids, displacement
+
+
 def _dilate(m: np.ndarray) -> np.ndarray:
     g = m.copy()
     g[1:] |= m[:-1]
@@ -537,16 +555,7 @@ def read(clip: torch.Tensor) -> Reading:
         attrs[a] = _common([o.attributes[a] for o in objects]) if objects else None
 
     # reference quantities (joint centroid, as v2 measured it)
-    areas = alpha.sum((1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cxs = (alpha * xs).sum((1, 2)) / areas
-        cys = (alpha * ys).sum((1, 2)) / areas
-    centroids = np.stack([cxs, cys], 1)
-    ok = areas > MIN_AREA / 2
-    displacement = np.zeros(2)
-    if ok.sum() >= 2:
-        t = np.arange(n_frames)[ok]
-        displacement = np.array([np.polyfit(t, centroids[ok, k], 1)[0] * (n_frames - 1) for k in range(2)])
+    areas, centroids, displacement = joint_motion(alpha)
     votes = np.bincount(labels[alpha > 0.5].ravel(), weights=alpha[alpha > 0.5].ravel(), minlength=len(_FG))
     object_rgb = colours[int(np.argmax(votes))]
     return Reading(attrs, alpha, labels, colours, b_rgb, object_rgb, frames, objects, centroids, areas,

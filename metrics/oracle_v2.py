@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from tmd_bench import world
-from tmd_bench.metrics.oracle import components  # 4-connected components, shared with version 3
+from tmd_bench.metrics.oracle import components, joint_motion  # shared with version 3
 
 _BG = np.array(list(world.BACKGROUNDS.values()), dtype=np.float32)
 _FG = np.array(list(world.COLOURS.values()), dtype=np.float32)
@@ -185,19 +185,8 @@ def read(clip: torch.Tensor) -> Reading:
         attrs["size"] = attrs["shape"] = None
 
     # 5. motion from the α-weighted centroid, least-squares constant velocity
-    areas = alpha.sum((1, 2))
-    h, w = alpha.shape[1:]
-    ys, xs = np.mgrid[0:h, 0:w] + 0.5
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cx = (alpha * xs).sum((1, 2)) / areas
-        cy = (alpha * ys).sum((1, 2)) / areas
-    centroids = np.stack([cx, cy], 1)
-    ok = areas > MIN_AREA / 2
-    displacement = np.zeros(2)
-    if ok.sum() >= 2:
-        t = np.arange(len(areas))[ok]
-        for k in range(2):
-            displacement[k] = np.polyfit(t, centroids[ok, k], 1)[0] * (len(areas) - 1)
+    areas, centroids, displacement = joint_motion(alpha, MIN_AREA)
+    if (areas > MIN_AREA / 2).sum() >= 2:
         ax = int(np.argmax(np.abs(displacement)))
         if abs(displacement[ax]) < STILL_THRESHOLD:
             attrs["motion"] = "still"

@@ -235,14 +235,14 @@ def curves(
     1,000, 2,000 iterations are kept by default)."""
     from tmd_bench import runtime
     from tmd_bench.curves import curves as run_curves
+    from tmd_bench.curves import find_snapshots
 
     runtime.check_number("--draws", draws, 1, 64)
-    for run in runs:
-        if not Path(run).is_dir():
-            raise ValueError(f"{run}: no such run folder (the --out of `tmd-bench distill`)")
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else None
+    snaps = find_snapshots(runs)  # a missing or empty run folder fails here, before the teacher loads
+    out_console.print(f"{len(snaps)} student snapshots in {len(runs)} run(s)")
     t = None if report_only else runtime.load(teacher, teacher_path, device, None)
-    done = run_curves(runs, out, draws, limit, console=out_console, teacher=t, only=chosen, evaluate=not report_only)
+    done = run_curves(snaps, out, draws, limit, console=out_console, teacher=t, only=chosen, evaluate=not report_only)
     if done is None:
         out_console.print(f"draws done; the curves wait for the other draws (then: tmd-bench curves … --draws {draws} "
                           f"--report-only --out {out})")
@@ -975,7 +975,8 @@ def demo(
     import pandas as pd
 
     from tmd_bench import runtime
-    from tmd_bench.compare import SHIPPED_STUDENTS, draw_folder, evaluations, novel_evaluations, plan, run_draws
+    from tmd_bench.compare import SHIPPED_STUDENTS, draw_folder, draw_folders, evaluations, novel_evaluations, plan
+    from tmd_bench.compare import run_draws
     from tmd_bench.compare import student_evaluations
     from tmd_bench.evaluate import print_table
     from tmd_bench.reports.html import build_report
@@ -996,10 +997,9 @@ def demo(
             evals += novel_evaluations(student_evaluations(shipped))
         teacher = runtime.load("shapes", None, "auto", None)  # loaded once for every row of every draw
         run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen, sweep_draws=sweep_draws)
-    folders = [draw_folder(out, d) for d in range(draws)]
-    missing = [str(f) for f in folders if not (f / "results.csv").is_file()]
+    folders, missing = draw_folders(out, draws)
     if missing:
-        out_console.print(f"draws {', '.join(map(str, chosen))} done; the report waits for {', '.join(missing)} "
+        out_console.print(f"draws {', '.join(map(str, chosen))} done; the report waits for {', '.join(map(str, missing))} "
                           f"(then: tmd-bench demo --draws {draws} --report-only --out {out})")
         return
     csv_path, html_path = build_report(folders, out / "report", pool=draws > 1)

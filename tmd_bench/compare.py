@@ -103,6 +103,12 @@ def draw_folder(root: Path, d: int) -> Path:
     return Path(root) / ("eval" if d == 0 else f"eval-draw{d}")
 
 
+def draw_folders(root: Path, draws: int) -> tuple[list[Path], list[Path]]:
+    """Every draw's folder, and those not written yet (no ``results.csv``): the pooled report waits for them."""
+    folders = [draw_folder(root, d) for d in range(draws)]
+    return folders, [f for f in folders if not (f / "results.csv").is_file()]
+
+
 def novel_evaluations(evals: list) -> list:
     """The harder split: each student evaluation (and the 50-step teacher) again on ``shapes-novel``, rows
     suffixed ``novel``. Stage-1-only and sampler-ablation rows are left out: the split asks whether the

@@ -162,25 +162,22 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
     return csv_path, html_path
 
 
-def curves(runs: list[str | Path], out: str | Path, draws: int = 1, limit: int | None = None,
+def curves(snaps: list[Snapshot], out: str | Path, draws: int = 1, limit: int | None = None,
            console=None, teacher=None, only: list[int] | None = None,
            evaluate: bool = True) -> tuple[Path, Path] | None:
-    """Evaluate every snapshot of ``runs`` on ``draws`` seed draws with ``teacher`` (the one the students
-    were distilled from; default the shipped Shapes teacher); write ``curves.csv`` and ``curves.html``.
-    ``only``: evaluate these draws alone (the rest in other processes); ``evaluate=False``: only pool the
-    draws already written. Returns None while some draw's folder is still missing."""
-    from tmd_bench.compare import draw_folder, run_draws
+    """Evaluate every snapshot (:func:`find_snapshots`) on ``draws`` seed draws with ``teacher`` (the one
+    the students were distilled from; default the shipped Shapes teacher); write ``curves.csv`` and
+    ``curves.html``. ``only``: evaluate these draws alone (the rest in other processes); ``evaluate=False``:
+    only pool the draws already written. Returns None while some draw's folder is still missing."""
+    from tmd_bench.compare import draw_folders, run_draws
     from tmd_bench.reports.html import load_runs
     from tmd_bench.reports.pooled import pool_rows
 
     out = Path(out)
-    snaps = find_snapshots(runs)
-    if console:
-        console.print(f"{len(snaps)} student snapshots in {len(runs)} run(s)")
     if evaluate:
         run_draws(evaluations(snaps), out, draws, limit, teacher=teacher, console=console, only=only)
-    folders = [draw_folder(out, d) for d in range(draws)]
-    if any(not (f / "results.csv").is_file() for f in folders):
+    folders, missing = draw_folders(out, draws)
+    if missing:
         return None
     pooled = pool_rows(load_runs(folders))
     return write_curves(curve_rows(snaps, pooled), out)

@@ -352,8 +352,10 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
     wrong_world = [m for m in metrics if m in SHAPES_ONLY_METRICS]
     if wrong_world and teacher.spec.world != "shapes":
         raise ValueError(f"the {wrong_world[0]} metrics read Shapes-world clips; teacher {teacher.name!r} is not one")
+    results_path = out / "results.csv"
+    rows = read_results(results_path)
     if "shapes" in metrics:
-        check_oracle(read_results(Path(cfg.out) / "results.csv"), cfg.oracle, Path(cfg.out) / "results.csv")
+        check_oracle(rows, cfg.oracle, results_path)  # before any metric model loads
     shapes_clip = None
     if "shapes-clip" in metrics or "fd" in metrics:
         from tmd_bench.metrics.shapes_clip import ShapesClipMetrics
@@ -379,8 +381,6 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
     seeds = [cfg.seed + i * k + j for i in range(len(suite.prompts)) for j in range(k)]
     env = environment(device)
     commit = git_commit()
-    results_path = out / "results.csv"
-    rows = read_results(results_path)
     for d in ("cards", "per_clip", "samples"):
         (out / d).mkdir(exist_ok=True)
 
