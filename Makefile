@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tmd-bench-installed
 # CPU-capable build that this machine kind installs from local disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser clean mutate
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ browser:
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+# Mutation testing (mutmut, from PyPI) of the modules where a silent bug corrupts results; not in CI
+# (hours for every module on 2 cores). One module: make mutate MUTATE_ARGS="--module reports/pareto.py"
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet 'mutmut>=3.8,<4'
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,3 +1,4 @@
+import math
 import shutil
 
 import pandas as pd
@@ -141,3 +142,24 @@ def test_report_metric_that_is_not_a_column_is_a_one_line_error(two_runs, tmp_pa
     with pytest.raises(ReportError, match="quality metric 'nonexistent' is not in the results") as e:
         build_report([two_runs / "run-a"], tmp_path / "rep", metric="nonexistent")
     assert "\n" not in str(e.value)
+
+
+def test_pareto_front_equals_the_definition_with_ties_and_missing_points():
+    """Against the definition, brute force, on small integer grids (so ties in cost, in quality and in
+    both are common) with NaN/inf points anywhere, first and last included."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    value = st.one_of(st.integers(0, 3).map(float), st.sampled_from([float("nan"), float("inf")]))
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.lists(st.tuples(value, value), min_size=1, max_size=7))
+    def check(points):
+        cost, qual = [p[0] for p in points], [p[1] for p in points]
+        finite = [math.isfinite(c) and math.isfinite(q) for c, q in points]
+        expected = [finite[i] and not any(
+            finite[j] and cost[j] <= cost[i] and qual[j] >= qual[i] and (cost[j] < cost[i] or qual[j] > qual[i])
+            for j in range(len(points))) for i in range(len(points))]
+        assert pareto_front(cost, qual) == expected
+
+    check()

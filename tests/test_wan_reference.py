@@ -139,3 +139,30 @@ def test_sizes_are_checked_against_the_vae_strides_and_patch(wan_pipeline_dir, f
         runtime.prepare_teacher("wan2.1-1.3b", wan_pipeline_dir, frames, height, width)
     folder, spec = runtime.prepare_teacher("wan2.1-1.3b", wan_pipeline_dir, 9, 48, 64)
     assert (spec.frames, spec.height, spec.width) == (9, 48, 64)
+
+
+def test_encoded_latents_equal_diffusers_video_to_video_normalisation(wan_pipeline_dir):
+    """Videos → latents as diffusers' own WanVideoToVideoPipeline forms them before noising: the VAE
+    posterior's mode, then ``(z − latents_mean) / latents_std`` per channel (16 channels, Wan's default
+    statistics). A codec that skips the normalisation in this direction is off by the statistics
+    (|mean| up to 1.7, std down to 1.9), far above the tolerance."""
+    from diffusers import WanVideoToVideoPipeline
+
+    class KeepClean:  # a scheduler that noises nothing: prepare_latents returns the clean latents
+        def scale_noise(self, sample, timestep, noise):
+            return sample
+
+    t = teacher_of(wan_pipeline_dir)
+    v2v = WanVideoToVideoPipeline.from_pretrained(wan_pipeline_dir)
+    v2v.scheduler = KeepClean()
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(2, 3, 5, 32, 32, generator=g) * 2 - 1
+    ref = v2v.prepare_latents(video, batch_size=2, num_channels_latents=16, height=32, width=32,
+                              dtype=torch.float32, device=torch.device("cpu"), timestep=None)
+    ours = t.encode(video)
+    assert ours.shape == ref.shape == (2, 16, 2, 4, 4)
+    assert (ours - ref).abs().max().item() <= 1e-5
+    raw = t.codec.vae.encode(video, return_dict=False)[0].mode()  # what a codec without normalisation returns
+    assert (raw - ref).abs().max().item() > 0.5
+    # and decode inverts encode's normalisation: decoding our latents equals decoding diffusers' latents
+    torch.testing.assert_close(t.decode(ours), t.decode(ref), rtol=0, atol=1e-5)

@@ -1,0 +1,151 @@
+"""Mutation testing of the modules where a silent bug corrupts results (`make mutate`; not in CI).
+
+mutmut (PyPI) mutates one function at a time and runs the tests that call it: a mutant the tests
+still pass on ("survived") is a bug class the suite would not catch. mutmut names a mutant after
+the module path it read the file from, and the running code after the module it was imported
+as; this repository installs ``distill/``, ``metrics/`` and ``reports/`` as ``tmd_bench.distill``,
+``tmd_bench.metrics`` and ``tmd_bench.reports`` (pyproject's ``package-dir``), so the two names
+would differ. The script therefore stages the package under its import layout in
+``runs/mutate/`` (``tmd_bench/metrics/…``), runs mutmut there, and writes per-module counts.
+
+    python benchmarks/mutate.py                       # every module of the issue (hours on 2 cores)
+    python benchmarks/mutate.py --module reports/pareto.py --module tmd_bench/flow.py
+    python benchmarks/mutate.py --summary-only        # re-read the last run's results
+
+Each module is paired with the fast, in-process tests that exercise it (``TESTS``): tests that
+launch the CLI in a subprocess import the installed, unmutated package and cannot kill a mutant.
+Output: ``runs/mutate/summary.csv`` (module, mutants, killed, survived, timeout, no tests) and
+``runs/mutate/survivors.txt`` (every survivor's name, for ``mutmut show``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "runs" / "mutate"
+
+# repository path → path under the import layout
+LAYOUT = {"tmd_bench": "tmd_bench", "distill": "tmd_bench/distill", "metrics": "tmd_bench/metrics",
+          "reports": "tmd_bench/reports", "prompts": "tmd_bench/prompts"}
+
+# the modules of issue 16, each with the in-process tests that exercise it
+TESTS = {
+    "metrics/fidelity.py": ["tests/metrics/test_fidelity.py", "tests/test_guards_metrics.py"],
+    "metrics/diversity.py": ["tests/metrics/test_diversity.py"],
+    "metrics/vbench.py": ["tests/metrics/test_vbench.py"],
+    "metrics/vbench_lite.py": ["tests/test_guards_metrics.py", "tests/metrics/test_world_scores.py"],
+    "metrics/oracle.py": ["tests/metrics/test_oracle_adversarial.py", "tests/metrics/test_world_scores.py"],
+    "metrics/shapes.py": ["tests/metrics/test_world_scores.py", "tests/metrics/test_oracle_adversarial.py"],
+    "metrics/clip.py": ["tests/metrics/test_clip.py", "tests/test_guards_io.py"],
+    "tmd_bench/harness.py": ["tests/test_harness.py", "tests/test_guards_metrics.py"],
+    "tmd_bench/flow.py": ["tests/test_flow_sampling.py", "tests/test_guards_training.py"],
+    "tmd_bench/sampling.py": ["tests/test_flow_sampling.py"],
+    "distill/losses.py": ["tests/test_guards_training.py"],
+    # the pure-function tests only: the report tests build pages and open a browser (minutes per mutant)
+    "reports/pareto.py": ["tests/test_pooled.py", "tests/test_guards_metrics.py",
+                          "tests/test_report.py::test_pareto_front_keeps_exactly_the_undominated_points",
+                          "tests/test_report.py::test_svg_escapes_labels_and_marks_the_front",
+                          "tests/test_report.py::test_pareto_front_equals_the_definition_with_ties_and_missing_points"],
+}
+
+
+def staged(module: str) -> str:
+    top, _, rest = module.partition("/")
+    return f"{LAYOUT[top]}/{rest}"
+
+
+def stage(modules: list[str]) -> None:
+    """A copy of the package under its import layout, tests beside it, and mutmut's configuration."""
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
+    STAGE.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for src, dst in LAYOUT.items():
+        shutil.copytree(ROOT / src, STAGE / dst, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=ignore)
+    tests = sorted({t for m in modules for t in TESTS[m]})
+    only = ", ".join(f'"{staged(m)}"' for m in modules)
+    selection = ", ".join(f'"{t}"' for t in tests)
+    (STAGE / "pyproject.toml").write_text(f"""[tool.mutmut]
+source_paths = ["tmd_bench"]
+only_mutate = [{only}]
+pytest_add_cli_args_test_selection = [{selection}]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+process_isolation = "forkserver"
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+""")
+
+
+STATUS = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
+
+
+def summarise(modules: list[str]) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=STAGE,
+                         capture_output=True, text=True)
+    counts: dict[str, Counter] = {m: Counter() for m in modules}
+    survivors = []
+    by_prefix = {staged(m)[:-3].replace("/", "."): m for m in modules}
+    for line in out.stdout.splitlines():
+        hit = STATUS.match(line)
+        if not hit:
+            continue
+        name, status = hit.groups()
+        module = next((m for p, m in by_prefix.items() if name.startswith(p + ".")), None)
+        if module is None:
+            continue
+        counts[module][status] += 1
+        if status == "survived":
+            survivors.append(name)
+    rows = []
+    for m in modules:
+        c = counts[m]
+        rows.append({"module": m, "mutants": sum(c.values()), "killed": c["killed"], "survived": c["survived"],
+                     "timeout": c["timeout"], "no_tests": c["no tests"],
+                     "other": sum(v for k, v in c.items() if k not in ("killed", "survived", "timeout", "no tests"))})
+    with open(STAGE / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (STAGE / "survivors.txt").write_text("".join(s + "\n" for s in survivors))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--module", action="append", choices=sorted(TESTS), help="a module to mutate (repeatable)")
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--summary-only", action="store_true", help="summarise the last run in runs/mutate/")
+    args = ap.parse_args()
+    modules = args.module or list(TESTS)
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutation testing needs mutmut: `pip install mutmut` (make mutate installs it)", file=sys.stderr)
+        return 2
+    if not args.summary_only:
+        stage(modules)
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                            cwd=STAGE).returncode
+        if rc not in (0,):
+            print(f"mutmut exited with {rc}", file=sys.stderr)
+    rows = summarise(modules)
+    print(f"{'module':28} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9}")
+    for r in rows:
+        print(f"{r['module']:28} {r['mutants']:>8} {r['killed']:>7} {r['survived']:>9} {r['timeout']:>8} "
+              f"{r['no_tests']:>9}")
+    print(f"survivors: {STAGE / 'survivors.txt'} (inspect one: cd {STAGE} && mutmut show NAME)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
