@@ -81,13 +81,15 @@ class MeanFlowStudent(nn.Module):
         return wp.output(tr, h, temb, tok.grid)
 
     def save(self, folder: str | Path, teacher_name: str, teacher_hash: str, meta: dict | None = None) -> Path:
-        from safetensors.torch import save_file
+        from tmd_bench.pipelines import MeanFlowTime, write_component
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
-        save_file({k: v.contiguous() for k, v in self.delta_time.state_dict().items()},
-                  str(folder / "delta_time.safetensors"))
+        tr = self.transformer.config
+        write_component(folder / "delta_time", MeanFlowTime,
+                        {"dim": tr.num_attention_heads * tr.attention_head_dim, "freq_dim": tr.freq_dim},
+                        {f"delta_time.{k}": v for k, v in self.delta_time.state_dict().items()})
         (folder / "student_config.json").write_text(json.dumps({
             "method": "meanflow", **self.config, "teacher": teacher_name, "teacher_sha256": teacher_hash,
             "num_blocks": len(self.transformer.blocks), **(meta or {})}, indent=2))
@@ -100,7 +102,10 @@ def load_meanflow(folder: str | Path, teacher, device="cpu") -> MeanFlowStudent:
 
     meta, tr = read_student(folder, teacher, "meanflow", "student_config.json")
     student = MeanFlowStudent(tr, {k: meta[k] for k in ("steps", "shift")})
-    student.delta_time.load_state_dict(load_file(str(Path(folder) / "delta_time.safetensors")))
+    from tmd_bench.distill.tmd import component_weights
+
+    state = load_file(str(component_weights(Path(folder), "delta_time")))
+    student.delta_time.load_state_dict({k.removeprefix("delta_time."): v for k, v in state.items()})
     return student.to(device).eval().requires_grad_(False)
 
 

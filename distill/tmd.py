@@ -245,13 +245,17 @@ class TMDStudent(nn.Module):
                 **{f"delta_time.{k}": v for k, v in self.delta_time.state_dict().items()}}
 
     def save(self, folder: str | Path, teacher_name: str, teacher_hash: str, meta: dict | None = None) -> Path:
-        """Diffusers layout for the transformer, safetensors for the TMD extras, JSON config."""
-        from safetensors.torch import save_file
+        """Diffusers layout: ``transformer/`` and the TMD layers as the ``tmd_head/`` component of
+        :class:`tmd_bench.pipelines.TMDPipeline`, plus the JSON config tmd-bench reads."""
+        from tmd_bench.pipelines import TMDHead, write_component
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
-        save_file({k: v.contiguous() for k, v in self.extra_state_dict().items()}, str(folder / "tmd_head.safetensors"))
+        tr = self.transformer.config
+        write_component(folder / "tmd_head", TMDHead,
+                        {"dim": tr.num_attention_heads * tr.attention_head_dim, "freq_dim": tr.freq_dim},
+                        self.extra_state_dict())
         (folder / "tmd_config.json").write_text(json.dumps({
             "method": "tmd", **asdict(self.config), "teacher": teacher_name, "teacher_sha256": teacher_hash,
             "num_blocks": self.num_blocks,
@@ -268,10 +272,19 @@ def load_student(folder: str | Path, teacher, device="cpu") -> TMDStudent:
     meta, tr = read_student(folder, teacher, "tmd", "tmd_config.json")
     cfg = TMDConfig(**{k: meta[k] for k in ("outer_steps", "inner_steps", "head_blocks", "outer_shift", "inner_shift")})
     student = TMDStudent(tr, cfg)
-    extra = load_file(str(Path(folder) / "tmd_head.safetensors"))
+    extra = load_file(str(component_weights(Path(folder), "tmd_head")))
     student.fusion.load_state_dict({k[7:]: v for k, v in extra.items() if k.startswith("fusion.")})
     student.delta_time.load_state_dict({k[11:]: v for k, v in extra.items() if k.startswith("delta_time.")})
     return student.to(device).eval().requires_grad_(False)
+
+
+def component_weights(folder: Path, name: str) -> Path:
+    """The weights of an added component: ``<name>/diffusion_pytorch_model.safetensors`` (the diffusers
+    layout), or ``<name>.safetensors`` as tmd-bench wrote them before students were pipelines."""
+    for path in (folder / name / "diffusion_pytorch_model.safetensors", folder / f"{name}.safetensors"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{folder}: no {name}/ weights (a student folder has {name}/ beside transformer/)")
 
 
 # ---------------------------------------------------------------------------------------------

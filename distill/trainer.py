@@ -76,6 +76,20 @@ SNAPSHOT_ITERATIONS = (100, 200, 500, 1000, 2000)  # on the Shapes world by defa
 SNAPSHOT_DIR = "snapshots"
 
 
+def export_pipeline(method: DistillMethod, folder: Path) -> None:
+    """The method's student export, made a diffusers pipeline folder as well (``model_index.json``,
+    the teacher's components or references to them, a model card: :mod:`tmd_bench.pipelines`)."""
+    import sys
+
+    from tmd_bench.pipelines import write_pipeline_files
+
+    method.export(folder)
+    teacher = getattr(method, "teacher", None)
+    if teacher is not None:
+        command = " ".join(["tmd-bench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "tmd-bench" else None
+        write_pipeline_files(folder, teacher, command=command)
+
+
 def default_snapshots(method) -> tuple[int, ...]:
     """Where a run keeps evaluable student snapshots unless told: the Shapes world's students are a few MB,
     so :data:`SNAPSHOT_ITERATIONS` there; none for real teachers (a Wan student is gigabytes: ``--snapshots``)."""
@@ -161,9 +175,9 @@ def train(method: DistillMethod, data: Iterator, out: str | Path, iterations: in
 
     def export() -> None:
         if rep is not None:
-            distributed.export(method, out / "student")
+            distributed.export(method, out / "student", lambda f: export_pipeline(method, f))
         elif main:
-            ckpt.export_folder(out / "student", method.export, method.name, it)
+            ckpt.export_folder(out / "student", lambda f: export_pipeline(method, f), method.name, it)
         ckpt.crash_point("exported", method.name, it)
         if main:
             ckpt.mark_exported(out, it)

@@ -432,12 +432,14 @@ def prune_checkpoints(folder: Path, keep: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def export(method, folder: Path) -> None:
-    """``method.export(folder)`` on rank 0 with the full student (FSDP2: gathered from the shards)."""
+def export(method, folder: Path, write=None) -> None:
+    """``write(folder)`` (default ``method.export``) on rank 0 with the full student (FSDP2: gathered
+    from the shards)."""
+    write = write or method.export
     rep = replica_of(method)
     if rep.strategy != "fsdp":
         if is_main():
-            method.export(folder)
+            write(folder)
         barrier()
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -448,7 +450,7 @@ def export(method, folder: Path) -> None:
         rep.shell.load_state_dict({k: v.reshape(shapes[k]) for k, v in full.items()})
         student, method.student = method.student, rep.shell
         try:
-            method.export(folder)
+            write(folder)
         finally:
             method.student = student
     barrier()

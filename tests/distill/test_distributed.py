@@ -47,7 +47,7 @@ def log(run: Path) -> list[dict]:
 def student(run: Path) -> dict[str, torch.Tensor]:
     folder = run / "stage2" / "student"
     return {**load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors")),
-            **load_file(str(folder / "tmd_head.safetensors"))}
+            **load_file(str(folder / "tmd_head" / "diffusion_pytorch_model.safetensors"))}
 
 
 def assert_same_run(run: Path, ref: Path) -> None:
