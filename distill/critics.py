@@ -43,8 +43,31 @@ class FakeScore(nn.Module):
 @torch.no_grad()
 def teacher_x0(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, negative: torch.Tensor,
                guidance: float) -> torch.Tensor:
-    """``g_T = g(c_neg) + w·(g(c) − g(c_neg))`` with ``g = x_t − t·v`` (one batched pass)."""
-    tr = teacher.transformer
+    """``g_T = g(c_neg) + w·(g(c) − g(c_neg))`` with ``g = x_t − t·v`` (one batched pass). A two-expert
+    teacher (Wan2.2 A14B) scores each row with the expert that owns its timestep, at that expert's
+    scale (``Teacher.guidance_for``: ``guidance`` for the high-noise expert)."""
+    parts = _route(teacher, t)
+    if len(parts) > 1:
+        from tmd_bench.teachers import combine_rows
+
+        return combine_rows(x_t.shape[0], [
+            (rows, used, _teacher_x0(tr, x_t[rows], t[rows], text[rows], negative, _scale(teacher, t[rows], guidance)))
+            for tr, rows, used in parts])
+    return _teacher_x0(parts[0][0], x_t, t, text, negative, _scale(teacher, t, guidance))
+
+
+def _route(teacher, t: torch.Tensor):
+    return teacher.route(t) if getattr(teacher, "transformer_2", None) is not None else [(teacher.transformer, None, True)]
+
+
+def _scale(teacher, t: torch.Tensor, guidance: float) -> float:
+    if getattr(teacher, "transformer_2", None) is None:
+        return guidance
+    w = teacher.guidance_for(t, guidance)
+    return float(w) if not isinstance(w, torch.Tensor) else float(w[0])  # rows of one expert share it
+
+
+def _teacher_x0(tr, x_t, t, text, negative, guidance: float) -> torch.Tensor:
     if guidance == 1.0:
         return flow.x0_from_velocity(x_t, t, wp.forward(tr, x_t, t, text))
     neg = negative.expand(x_t.shape[0], -1, -1)
@@ -57,8 +80,18 @@ def teacher_features(teacher, x_t: torch.Tensor, t: torch.Tensor, text: torch.Te
     """Teacher hidden states after ``blocks`` as feature videos ``(B, D, F', H', W')``.
 
     Runs only as many blocks as the deepest tap. Differentiable w.r.t. ``x_t`` (the teacher's
-    own parameters are frozen)."""
-    tr = teacher.transformer
+    own parameters are frozen). A two-expert teacher gives each row the features of the expert that
+    owns its timestep."""
+    parts = _route(teacher, t)
+    if len(parts) > 1:
+        from tmd_bench.teachers import combine_rows
+
+        feats = [(rows, used, _features(tr, x_t[rows], t[rows], text[rows], blocks)) for tr, rows, used in parts]
+        return [combine_rows(x_t.shape[0], [(rows, used, f[k]) for rows, used, f in feats]) for k in range(len(blocks))]
+    return _features(parts[0][0], x_t, t, text, blocks)
+
+
+def _features(tr, x_t, t, text, blocks):
     tok = wp.embed(tr, x_t)
     cond = wp.condition(tr, t, text)
     taps: dict[int, torch.Tensor] = {}

@@ -18,7 +18,7 @@ import torch
 from tmd_bench.distill.dmd import DMDStep, _randn
 from torch import nn
 
-from tmd_bench import distributed, flow
+from tmd_bench import distributed, flow, registry
 from tmd_bench.teachers import compute_dtype, wan_timestep
 
 
@@ -57,6 +57,7 @@ PRESETS = {
     "wan2.1-14b": DMD2Config(batch_size=64, iterations=4000, lr=1e-5, teacher_guidance=5.0,
                              gradient_checkpointing=True, dtype="bfloat16", kd_warmup_iterations=2000),
 }
+PRESETS.update(registry.derived_presets(PRESETS))  # Wan2.2 teachers (registry.WAN22_PRESET_BASIS)
 
 
 class FullStudent(nn.Module):

@@ -25,7 +25,7 @@ from tmd_bench.distill.tmd import DeltaTimeEmbedding, seeded_init
 from tmd_bench.distill.trainer import SingleNetwork, update
 from torch import nn
 
-from tmd_bench import flow
+from tmd_bench import flow, registry
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ PRESETS = {"shapes": MeanFlowConfig(),
            "wan2.1-1.3b": MeanFlowConfig(batch_size=64, iterations=4000, lr=1e-5, omega=5.0, dtype="bfloat16"),
            "wan2.1-14b": MeanFlowConfig(batch_size=64, iterations=4000, lr=1e-5, omega=5.0, norm_c=1e-5,
                                         dtype="bfloat16")}
+PRESETS.update(registry.derived_presets(PRESETS))  # Wan2.2 teachers (registry.WAN22_PRESET_BASIS)
 
 
 def preset(teacher: str, **overrides) -> MeanFlowConfig:

@@ -38,7 +38,7 @@ from tmd_bench.distill.dmd2 import FullStudent
 from tmd_bench.distill.tmd import inner_noise
 from tmd_bench.distill.trainer import update
 
-from tmd_bench import flow
+from tmd_bench import flow, registry
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ PRESETS = {"shapes": RCMConfig(iterations=300),
                                     tangent="fd"),
            "wan2.1-14b": RCMConfig(batch_size=64, iterations=4000, lr=1e-5, teacher_guidance=5.0, dtype="bfloat16",
                                    tangent="fd")}
+PRESETS.update(registry.derived_presets(PRESETS))  # Wan2.2 teachers (registry.WAN22_PRESET_BASIS)
 
 SAMPLER_TIMES = (None, 1.3, 1.0, 0.6)  # None: arctan(σ_max)
 

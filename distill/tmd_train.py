@@ -19,7 +19,7 @@ from tmd_bench.distill.dmd import DMDStep, _bcast, _randn
 from tmd_bench.distill.tmd import TMDConfig, TMDStudent, rollout
 from tmd_bench.distill.trainer import SingleNetwork
 
-from tmd_bench import distributed, flow
+from tmd_bench import distributed, flow, registry
 from tmd_bench.teachers import Teacher
 
 
@@ -77,6 +77,7 @@ PRESETS: dict[str, TMDTrainConfig] = {
                                  stage1_iterations=3000, stage1_lr=1e-5, stage2_iterations=4000, stage2_lr=1e-5,
                                  teacher_guidance=5.0, norm_c=1e-5, gradient_checkpointing=True, dtype="bfloat16"),
 }
+PRESETS.update(registry.derived_presets(PRESETS))  # Wan2.2 teachers (registry.WAN22_PRESET_BASIS)
 
 
 DROPPED_TARGETS = ("unguided", "guided")

@@ -136,3 +136,67 @@ def blur_clip(clip, sigma):
     flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
     flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     return flat.reshape(clip.shape)
+
+
+def build_wan22_pipeline(folder=None, kind: str = "ti2v", seed: int = 0):
+    """A tiny Wan2.2 checkpoint made the way the real ones are: diffusers' ``WanPipeline`` of diffusers'
+    and transformers' own classes, written with ``save_pretrained``.
+
+    - ``ti2v`` (TI2V-5B's shape): ``expand_timesteps=True``, 48 latent channels, the Wan2.2 VAE layout
+      (residual, 2×2 pixel patching, 16× spatial and 4× temporal compression), UniPC with shift 5.
+    - ``a14b``: two experts, ``transformer`` (high noise) and ``transformer_2`` (low noise), switched at
+      ``boundary_ratio`` 0.875, the Wan2.1 VAE (16 channels), UniPC with shift 12.
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = umt5_style_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    z = 48 if kind == "ti2v" else 16
+
+    def transformer():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=z, out_channels=z,
+            text_dim=16, freq_dim=16, ffn_dim=32, num_layers=4, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+
+    if kind == "ti2v":
+        g = torch.Generator().manual_seed(seed + 1)
+        vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                               is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                               scale_factor_spatial=16, scale_factor_temporal=4,
+                               latents_mean=(torch.randn(48, generator=g) * 0.5).tolist(),
+                               latents_std=(torch.rand(48, generator=g) + 0.5).tolist())
+        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer(), vae=vae,
+                           scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                             num_train_timesteps=1000, flow_shift=5.0),
+                           expand_timesteps=True)
+    else:
+        vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer(), vae=vae,
+                           scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                             num_train_timesteps=1000, flow_shift=12.0),
+                           transformer_2=transformer(), boundary_ratio=0.875)
+    if folder is not None:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def wan22_ti2v_dir(tmp_path_factory):
+    """Tiny TI2V-5B-shaped checkpoint; sample it at 5 frames of 64×64 (latent 48×2×4×4)."""
+    folder = tmp_path_factory.mktemp("wan22-ti2v")
+    build_wan22_pipeline(folder, "ti2v")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def wan22_a14b_dir(tmp_path_factory):
+    """Tiny A14B-shaped checkpoint (two experts); sample it at 5 frames of 32×32 (latent 16×2×4×4)."""
+    folder = tmp_path_factory.mktemp("wan22-a14b")
+    build_wan22_pipeline(folder, "a14b")
+    return folder

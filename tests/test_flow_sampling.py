@@ -102,3 +102,25 @@ def test_unipc_converges_faster_than_euler_on_an_exact_gaussian_flow():
         assert seen == pytest.approx((torch.floor(1000 * sigma + 1e-6) / 1000).tolist(), abs=1e-9)
     assert unipc[8] < 0.3 * euler[8] and unipc[16] < 0.3 * euler[16], (euler, unipc)
     assert unipc[4] / unipc[8] > 2.5 * (euler[4] / euler[8]), (euler, unipc)
+
+
+def test_flowmatch_euler_takes_the_checkpoints_own_scheduler_config():
+    """A checkpoint whose scheduler/ is a FlowMatchEuler config is sampled on *its* grid (here a
+    shift_terminal the default lacks), with ``shift`` set as the harness asks; another class's config
+    (UniPC) falls back to diffusers' FlowMatchEuler defaults."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from tmd_bench.sampling import flowmatch_euler_scheduler
+
+    config = {**FlowMatchEulerDiscreteScheduler(shift=1.0, shift_terminal=0.2).config,
+              "_class_name": "FlowMatchEulerDiscreteScheduler"}
+    ours = flowmatch_euler_scheduler(4, 3.0, config)
+    ref = FlowMatchEulerDiscreteScheduler.from_config(config, shift=3.0)
+    ref.set_timesteps(4)
+    assert torch.equal(ours.sigmas, ref.sigmas) and torch.equal(ours.timesteps, ref.timesteps)
+    assert ours.config.shift == 3.0 and ours.config.shift_terminal == 0.2
+    default = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    default.set_timesteps(4)
+    assert not torch.equal(ours.sigmas, default.sigmas)  # the checkpoint's config was used
+    unipc = flowmatch_euler_scheduler(4, 3.0, {"_class_name": "UniPCMultistepScheduler", "shift_terminal": 0.2})
+    assert torch.equal(unipc.sigmas, default.sigmas)

@@ -164,3 +164,104 @@ def test_error_bars_of_a_rate_stay_inside_0_and_1():
     row = pd.Series({"all_correct": 0.98, "all_correct_se": 0.05})
     lo, hi = _err(row, "all_correct_se", percent=True)
     assert hi == pytest.approx(0.02) and lo == pytest.approx(1.96 * 0.05)
+
+
+def _svg_reader(svg: str):
+    """Read a scatter back the way a reader's eye does: tick values at their pixel positions, points at
+    theirs. Returns (circles, x ticks, y ticks, root) with ticks as (pixel, value)."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(svg)
+
+    def value(text):
+        return float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+
+    xt, yt = [], []
+    for t in root.findall("s:text", ns):
+        if t.get("class") != "tick" or t.text is None or "left out" in t.text:
+            continue
+        if t.get("text-anchor") == "middle":
+            xt.append((float(t.get("x")), value(t.text)))
+        elif t.get("text-anchor") == "end":
+            yt.append((float(t.get("y")) - 4, value(t.text)))
+    points = []
+    for g in root.findall("s:g", ns):
+        c = g.find("s:circle", ns)
+        err = g.find("s:line", ns)
+        points.append({"label": g.get("data-label"), "cx": float(c.get("cx")), "cy": float(c.get("cy")),
+                       "r": float(c.get("r")), "fill": c.get("fill"), "front": "on-front" in g.get("class"),
+                       "err": None if err is None else (float(err.get("y1")), float(err.get("y2"))),
+                       "text": g.find("s:text", ns), "title": g.find("s:title", ns).text})
+    return points, xt, yt, root
+
+
+@pytest.mark.parametrize("log_x,percent", [(True, True), (False, False)])
+def test_scatter_points_sit_where_the_axes_say(log_x, percent):
+    """Every point, error bar, tick and the front read back from the SVG alone: the pixel of each point
+    is the affine map (in log x when log_x) that the tick labels define, to a pixel; errors bars span
+    y ± err; front points are drawn bigger and joined by a staircase; colours follow the legend."""
+    import math
+    import re
+
+    from tmd_bench.reports.pareto import pareto_front, scatter_svg
+
+    xs = [1.0, 2.0, 2.5, 4.0, 8.0, 50.0]
+    ys = [0.30, 0.55, 0.52, 0.80, 0.78, 0.91] if percent else [3.0, 5.5, 5.2, 8.0, 7.8, 9.1]
+    errs = [0.02, 0.03, 0.0, 0.05, 0.01, 0.02] if percent else [0.2, 0.3, 0.0, 0.5, 0.1, 0.2]
+    front = pareto_front(xs, ys)  # cost x, quality y (higher is better)
+    groups = ["dmd2", "tmd", "tmd", "rcm", "teacher", "teacher"]
+    pts = [{"x": x, "y": y, "err": e, "label": f"m{i}", "short": f"m{i}", "group": g, "front": f}
+           for i, (x, y, e, g, f) in enumerate(zip(xs, ys, errs, groups, front))]
+    svg = scatter_svg(pts, "effective NFE", "all-correct", "t", log_x=log_x, percent=percent)
+    read, xt, yt, root = _svg_reader(svg)
+    assert len(xt) >= 2 and len(yt) >= 3 and len(read) == len(pts)
+    tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
+    (px0, vx0), (px1, vx1) = xt[0], xt[-1]
+    (py0, vy0), (py1, vy1) = yt[0], yt[-1]
+    fx = lambda v: px0 + (px1 - px0) * (tx(v) - tx(vx0)) / (tx(vx1) - tx(vx0))  # noqa: E731
+    fy = lambda v: py0 + (py1 - py0) * (v - vy0) / (vy1 - vy0)  # noqa: E731
+    for px, v in xt:  # every tick on the same map
+        assert abs(fx(v) - px) < 0.6
+    for py, v in yt:
+        assert abs(fy(v) - py) < 0.6
+    assert py1 < py0 and px1 > px0  # y grows upwards, x rightwards
+    frame = root.find("{http://www.w3.org/2000/svg}rect")
+    x0, y0 = float(frame.get("x")), float(frame.get("y"))
+    x1, y1 = x0 + float(frame.get("width")), y0 + float(frame.get("height"))
+    by = {p["label"]: p for p in read}
+    for p in pts:
+        r = by[p["label"]]
+        assert abs(r["cx"] - fx(p["x"])) < 0.6 and abs(r["cy"] - fy(p["y"])) < 0.6, (p, r)
+        assert x0 < r["cx"] < x1 and y0 < r["cy"] < y1
+        assert r["front"] == p["front"] and r["r"] == (6 if p["front"] else 4.5)
+        if p["err"] > 0:
+            lo, hi = sorted(r["err"])
+            assert abs(hi - fy(p["y"] - p["err"])) < 0.6 and abs(lo - fy(p["y"] + p["err"])) < 0.6
+        else:
+            assert r["err"] is None
+        shown = f"{100 * p['y']:.1f}%" if percent else f"{p['y']:.3g}"
+        assert r["title"].startswith(f"{p['label']}: effective NFE {p['x']:.3g}, all-correct {shown}")
+        assert ("(Pareto front)" in r["title"]) == p["front"]
+        if r["text"] is not None:  # a visible label sits next to its point, inside the frame
+            lx, ly = float(r["text"].get("x")), float(r["text"].get("y"))
+            assert math.hypot(lx - r["cx"], ly - r["cy"]) < 30 and x0 <= lx <= x1 and y0 <= ly <= y1
+            assert r["text"].text == p["short"]
+    # one colour per group, the legend's
+    legend = {t.text: None for t in root.findall("{http://www.w3.org/2000/svg}text") if t.get("class") == "legend"}
+    assert set(legend) == set(groups) | {"Pareto front"}
+    for g in set(groups):
+        fills = {by[p["label"]]["fill"] for p in pts if p["group"] == g}
+        assert len(fills) == 1
+    assert len({by[p["label"]]["fill"] for p in pts}) == len(set(groups))
+    # the front: a staircase through the front points, left to right
+    path = root.find("{http://www.w3.org/2000/svg}path").get("d")
+    verts = [tuple(map(float, v.split(","))) for v in re.findall(r"[ML]([\d.]+,[\d.]+)", path)]
+    on = sorted((p for p in pts if p["front"]), key=lambda p: p["x"])
+    expect = []
+    for i, p in enumerate(on):
+        if i:
+            expect.append((fx(p["x"]), fy(on[i - 1]["y"])))
+        expect.append((fx(p["x"]), fy(p["y"])))
+    assert len(verts) == len(expect) and all(abs(a - c) < 0.6 and abs(b - d) < 0.6 for (a, b), (c, d) in zip(verts, expect))
+    assert "; bars: 95% interval" in svg and ("(log scale)" in svg) == log_x and ("(%)" in svg) == percent

@@ -492,7 +492,7 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
 def compare(
     teacher: str = typer.Option("shapes", help="Teacher id."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
-    only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M1, dmd2-s1, dmd2-s2, "
+    only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M1, tmd-M2-H1, dmd2-s1, dmd2-s2, "
                                        "dmd2-s4, rcm, kd, meanflow); default: all."),
     limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
     device: str = typer.Option("auto", help=DEVICE_HELP),

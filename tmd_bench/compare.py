@@ -29,6 +29,8 @@ def plan(teacher_name: str) -> list[Entry]:
     return [
         Entry("tmd-M2", "tmd", {"outer_steps": 2, "inner_steps": 2}),
         Entry("tmd-M1", "tmd", {"outer_steps": 1, "inner_steps": 2}),
+        # equal compute: a one-block flow head (effective NFE 2·(1 + 1/8) = 2.25 against H = 2's 2.5)
+        Entry("tmd-M2-H1", "tmd", {"outer_steps": 2, "inner_steps": 2, "head_blocks": 1}),
         Entry("dmd2-s1", "dmd2", {"steps": 1}),
         Entry("dmd2-s2", "dmd2", {"steps": 2}),
         Entry("dmd2-s4", "dmd2", {"steps": 4}),
@@ -78,6 +80,8 @@ def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list
         ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2"] / "stage1" / "student")}, {"tag": "stage1"}))
     if "tmd-M1" in s:
         ev.append((["tmd"], [1], {"tmd": str(s["tmd-M1"] / "stage2" / "student")}, {}))
+    if "tmd-M2-H1" in s:
+        ev.append((["tmd"], [2], {"tmd": str(s["tmd-M2-H1"] / "stage2" / "student")}, {}))
     for m in (1, 2, 4):
         if f"dmd2-s{m}" in s:
             ev.append((["dmd2"], [m], {"dmd2": str(s[f"dmd2-s{m}"] / "dmd2" / "student")}, {}))

@@ -323,8 +323,10 @@ def setup(method, parallel: Parallel) -> Replica:
     else:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        teacher = method.teacher.transformer
-        nets["teacher"] = teacher
+        nets["teacher"] = method.teacher.transformer
+        if getattr(method.teacher, "transformer_2", None) is not None:  # Wan2.2 A14B: both experts sharded,
+            nets["teacher_2"] = method.teacher.transformer_2  # so every process runs both at every call
+            method.teacher.lockstep = True
         if rep.rank == 0:
             rep.shell = copy.deepcopy(method.student).cpu()
         mesh = init_device_mesh(device.type, (rep.world_size,))
@@ -480,13 +482,16 @@ def generate(method, teacher, prompts: list[str], seeds: list[int], steps: int, 
     if hi > lo:
         gen = harness.generate(method, teacher, prompts[lo:hi], seeds[lo:hi], steps, batch_size, on_batch)
         n = hi - lo
-        part = (gen.videos, round(gen.nfe_counted * n), round(gen.effective_nfe_counted * method.num_blocks * n))
+        part = (gen.videos, round(gen.nfe_counted * n), round(gen.effective_nfe_counted * method.num_blocks * n),
+                {k: round(v * n) for k, v in gen.nfe_by_network.items()})
     else:
-        part = (None, 0, 0)
+        part = (None, 0, 0, {})
     parts = [None] * world_size() if is_main() else None
     torch.distributed.gather_object(part, parts, dst=0)
     if not is_main():
         return None
     videos = torch.cat([p[0] for p in parts if p[0] is not None])
     n = len(prompts)
-    return harness.Generation(videos, sum(p[1] for p in parts) / n, sum(p[2] for p in parts) / (method.num_blocks * n))
+    by = {k: sum(p[3].get(k, 0) for p in parts) / n for k in method.network_names}
+    return harness.Generation(videos, sum(p[1] for p in parts) / n, sum(p[2] for p in parts) / (method.num_blocks * n),
+                              by)

@@ -408,6 +408,7 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     **({"compile_s": max(0.0, lat.first_total_s - lat.total_s)} if cfg.compile else {}),
                     **{k: v for k, v in method.columns(steps).items() if k != "config_label"},
                 }
+                row.update({f"nfe_{k}": v for k, v in gen.nfe_by_network.items()})  # A14B: per expert
                 per_clip: list[dict] = []
                 row.update(harness.diagnose(method, teacher, prompts, seeds, steps))
                 metric_impls = {}

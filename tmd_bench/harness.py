@@ -30,9 +30,11 @@ class Counter:
     ``with Counter(net, blocks) as c: …`` then ``c.network_rows``, ``c.block_rows``.
     """
 
-    def __init__(self, network: torch.nn.Module, blocks: list[torch.nn.Module]):
-        self.network, self.blocks = network, list(blocks)
+    def __init__(self, network: torch.nn.Module | list[torch.nn.Module], blocks: list[torch.nn.Module]):
+        self.networks = list(network) if isinstance(network, (list, tuple)) else [network]
+        self.blocks = list(blocks)
         self.network_rows = 0
+        self.rows_by_network = [0] * len(self.networks)  # Wan2.2 A14B: rows through each expert
         self.block_rows = 0
         self._handles: list = []
 
@@ -41,14 +43,18 @@ class Counter:
         x = args[0] if args else next(iter(kwargs.values()))
         return int(x.shape[0])
 
-    def _on_network(self, module, args, kwargs):
-        self.network_rows += self._rows(args, kwargs)
+    def _on_network(self, index: int, args, kwargs):
+        rows = self._rows(args, kwargs)
+        self.network_rows += rows
+        self.rows_by_network[index] += rows
 
     def _on_block(self, module, args, kwargs):
         self.block_rows += self._rows(args, kwargs)
 
     def __enter__(self) -> "Counter":
-        self._handles.append(self.network.register_forward_pre_hook(self._on_network, with_kwargs=True))
+        for i, net in enumerate(self.networks):
+            self._handles.append(net.register_forward_pre_hook(
+                lambda module, args, kwargs, i=i: self._on_network(i, args, kwargs), with_kwargs=True))
         for b in self.blocks:
             self._handles.append(b.register_forward_pre_hook(self._on_block, with_kwargs=True))
         return self
@@ -72,16 +78,18 @@ class Method:
     sample: Callable[..., torch.Tensor]
     declared_nfe: Callable[[int], float]
     declared_effective_nfe: Callable[[int], float]
-    network: torch.nn.Module
+    network: torch.nn.Module | list[torch.nn.Module]  # a list: Wan2.2 A14B's experts, counted apart
     blocks: list[torch.nn.Module]
     config: Callable[[int], dict] = field(default=lambda steps: {})
     columns: Callable[[int], dict] = field(default=lambda steps: {})  # extra CSV columns (e.g. inner_steps)
     # (noise, text, negative, steps, seeds) -> {column: value}: method-specific diagnostics (TMD: noise sensitivity)
     diagnostics: Callable[..., dict] | None = None
+    depth: int | None = None  # L when ``blocks`` holds several networks' blocks (A14B: one expert's 40)
+    network_names: tuple[str, ...] = ()  # per-network NFE columns, ``nfe_<name>`` (A14B: high, low)
 
     @property
     def num_blocks(self) -> int:
-        return len(self.blocks)
+        return self.depth or len(self.blocks)
 
 
 # euler: tmd-bench's uniform-grid Euler; fmeuler: diffusers' FlowMatchEulerDiscreteScheduler;
@@ -98,10 +106,12 @@ def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | No
         raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
     w = teacher.spec.guidance if guidance is None else guidance
     gamma = teacher.spec.shift if shift is None else shift
-    per_step = 1 if w == 1.0 else 2
+    two = teacher.transformer_2 is not None
+    per_step = 2 if two or w != 1.0 else 1
+    scale = (lambda t: teacher.guidance_for(t, w)) if two else w
 
     def sample(noise, text, negative, steps, seeds=None):
-        v = sampling.guided(teacher.velocity, text, negative, w)
+        v = sampling.guided(teacher.velocity, text, negative, scale)
         if solver == "euler":
             return sampling.sample_euler(v, noise.float(), sampling.euler_grid(steps, gamma))
         if solver == "fmeuler":
@@ -113,10 +123,15 @@ def teacher_method(teacher: Teacher, solver: str = "euler", guidance: float | No
         name=name, sample=sample,
         declared_nfe=lambda steps: steps * per_step,
         declared_effective_nfe=lambda steps: steps * per_step,
-        network=teacher.transformer, blocks=list(teacher.transformer.blocks),
+        network=teacher.experts if two else teacher.transformer,
+        blocks=[b for net in teacher.experts for b in net.blocks], depth=teacher.num_blocks,
+        network_names=("high", "low") if two else (),
         config=lambda steps: {"solver": solver, "steps": steps, "guidance": w, "shift": gamma,
-                              "sampling_source": "option" if shift is not None else teacher.spec.sampling_source},
-        columns=lambda steps: {"solver": solver, "guidance": w, "shift": gamma},
+                              "sampling_source": "option" if shift is not None else teacher.spec.sampling_source,
+                              **({"guidance_2": teacher.guidance_for(torch.zeros(()), w),
+                                  "boundary_ratio": teacher.spec.boundary_ratio} if two else {})},
+        columns=lambda steps: {"solver": solver, "guidance": w, "shift": gamma,
+                               **({"guidance_2": teacher.guidance_for(torch.zeros(()), w)} if two else {})},
     )
 
 
@@ -134,6 +149,7 @@ class Generation:
     videos: torch.Tensor  # (B, 3, F, H, W) in [−1, 1], on the CPU
     nfe_counted: float
     effective_nfe_counted: float
+    nfe_by_network: dict[str, float] = field(default_factory=dict)  # A14B: {"high": …, "low": …} per clip
 
 
 def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[int], steps: int,
@@ -149,7 +165,8 @@ def generate(method: Method, teacher: Teacher, prompts: list[str], seeds: list[i
             if on_batch:
                 on_batch(len(p))
     n = len(prompts)
-    return Generation(torch.cat(out), count.network_rows / n, count.block_rows / (method.num_blocks * n))
+    by = {name: rows / n for name, rows in zip(method.network_names, count.rows_by_network)}
+    return Generation(torch.cat(out), count.network_rows / n, count.block_rows / (method.num_blocks * n), by)
 
 
 DIAGNOSTIC_CLIPS = 16  # clips a method's diagnostics are measured on (the first of the suite)

@@ -393,6 +393,10 @@ def write_model_card(folder: Path, meta: dict, index: dict, teacher, command: st
         f'video = pipe("{"a red circle moving right" if spec.world == "shapes" else "a cat walking on the grass"}", '
         'generator=torch.Generator().manual_seed(0), output_type="np").frames[0]', "```", "",
     ]
+    if getattr(teacher, "transformer_2", None) is not None:
+        lines += ["The teacher has two experts; this single-network student was initialised from the "
+                  "high-noise expert (`transformer`), and its teacher score came from the expert that owns "
+                  "each timestep.", ""]
     if index.get("teacher_components"):
         lines += [f"The teacher's {index['teacher_components'].replace(',', ', ')} are not copied here: "
                   f"`from_pretrained` loads them from `{spec.repo_id or spec.name}` in the local Hugging Face "

@@ -58,6 +58,13 @@ class TeacherSpec:
     vae_stride: tuple[int, int, int] = (4, 8, 8)  # (time, height, width); (1, 1, 1) = identity codec
     solver: str = "unipc"  # the checkpoint's own scheduler when it names one (WanPipeline's default)
     sampling_source: str = "preset"  # where shift and solver came from: option, checkpoint, tmd_bench.json, preset
+    # Wan2.2 A14B: two experts, `transformer` for timesteps ≥ boundary_ratio·1000 (high noise) and
+    # `transformer_2` below (low noise), each with its own CFG scale (guidance, guidance_2); read from
+    # the checkpoint's model_index.json as WanPipeline reads them
+    boundary_ratio: float | None = None
+    guidance_2: float | None = None
+    # Wan2.2 TI2V-5B: the timestep given per latent token (WanPipeline's expand_timesteps), not per clip
+    expand_timesteps: bool = False
 
 
 TEACHERS: dict[str, TeacherSpec] = {
@@ -79,7 +86,51 @@ TEACHERS: dict[str, TeacherSpec] = {
         description="Wan2.1 text-to-video 14B (diffusers format)",
         repo_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
     ),
+    # Wan2.2's own configs (Wan2.2 repository, wan/configs): ti2v-5B samples 121 frames at 704×1280 and
+    # 24 fps with shift 5 and CFG 5; its VAE compresses 16× in space, 4× in time, into 48 channels
+    "wan2.2-ti2v-5b": TeacherSpec(
+        name="wan2.2-ti2v-5b",
+        description="Wan2.2 text/image-to-video 5B, text-to-video mode (diffusers format)",
+        repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        frames=121, height=704, width=1280, fps=24, shift=5.0, guidance=5.0, vae_stride=(4, 16, 16),
+        expand_timesteps=True,
+    ),
+    # t2v-A14B: 81 frames at 720×1280, 16 fps, shift 12; the high-noise expert at CFG 4, the low-noise
+    # expert at CFG 3, switched at boundary 0.875
+    "wan2.2-t2v-a14b": TeacherSpec(
+        name="wan2.2-t2v-a14b",
+        description="Wan2.2 text-to-video A14B: two 14B experts, high and low noise (diffusers format)",
+        repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        frames=81, height=720, width=1280, fps=16, shift=12.0, guidance=4.0, guidance_2=3.0,
+        boundary_ratio=0.875,
+    ),
 }
+
+
+# The distillation presets of Wan2.2 teachers are the paper's Wan2.1 recipes of the matching network
+# (the paper trains no Wan2.2 student): TI2V-5B is a 30-block dense transformer like 1.3B and takes the
+# 1.3B recipe; A14B's experts are 40-block 14B networks and take the 14B recipe, with Wan2.1's CFG 5
+# replaced by the high-noise expert's own 4 (the low-noise expert then runs at 3, its checkpoint's ratio).
+WAN22_PRESET_BASIS = {"wan2.2-ti2v-5b": ("wan2.1-1.3b", None), "wan2.2-t2v-a14b": ("wan2.1-14b", 4.0)}
+
+
+def derived_presets(presets: dict) -> dict:
+    """Wan2.2 entries for a method's ``PRESETS`` (see :data:`WAN22_PRESET_BASIS`)."""
+    from dataclasses import fields, replace
+
+    out = {}
+    for name, (basis, guidance) in WAN22_PRESET_BASIS.items():
+        if basis not in presets:
+            continue
+        cfg = presets[basis]
+        have = {f.name for f in fields(cfg)}
+        over = {}
+        if guidance is not None:
+            over.update({k: guidance for k in ("teacher_guidance",) if k in have})
+            if getattr(cfg, "omega", None) == TEACHERS[basis].guidance:  # a CFG scale baked into the target
+                over["omega"] = guidance
+        out[name] = replace(cfg, **over)
+    return out
 
 
 def get_spec(name: str) -> TeacherSpec:
@@ -280,4 +331,33 @@ def resolve_spec(name: str, path: str | Path | None = None) -> tuple[Path, Teach
     overrides.update(recorded)
     geometry = read_geometry(folder, spec)
     overrides["vae_stride"] = tuple(meta["vae_stride"]) if "vae_stride" in meta else geometry.vae_stride
+    overrides.update(pipeline_options(folder, spec))
     return folder, replace(spec, **overrides), meta
+
+
+def pipeline_options(folder: Path, spec: TeacherSpec) -> dict:
+    """What the checkpoint's ``model_index.json`` says about its experts and timesteps (WanPipeline's
+    ``boundary_ratio`` and ``expand_timesteps``). A two-expert checkpoint must have ``transformer_2/``."""
+    index_file = folder / "model_index.json"
+    index = read_json(index_file) if index_file.is_file() else {}
+    out: dict = {}
+    if "expand_timesteps" in index:
+        out["expand_timesteps"] = bool(index["expand_timesteps"])
+    ratio = index.get("boundary_ratio", spec.boundary_ratio if not index else None)
+    second = index.get("transformer_2", [None, None])
+    has_second = isinstance(second, list) and second and second[0] is not None
+    if ratio is not None:
+        ratio = float(ratio)
+        if not 0 < ratio < 1:
+            raise ValueError(f"{index_file}: boundary_ratio {ratio} is not in (0, 1)")
+        if not (folder / "transformer_2" / "config.json").is_file():
+            raise TeacherNotFound(f"{folder}: boundary_ratio {ratio} names two experts, but transformer_2/ is missing")
+        require_safetensors(folder / "transformer_2")
+    elif has_second:
+        raise ValueError(f"{index_file}: transformer_2 is listed without a boundary_ratio (WanPipeline would never run it)")
+    out["boundary_ratio"] = ratio
+    if ratio is None:
+        out["guidance_2"] = None
+    elif spec.guidance_2 is None:
+        out["guidance_2"] = spec.guidance  # WanPipeline: guidance_scale_2 defaults to guidance_scale
+    return out

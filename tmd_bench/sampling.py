@@ -21,17 +21,21 @@ def guided(net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
            negative: torch.Tensor, scale: float) -> Velocity:
     """Classifier-free guidance ``v = v(∅) + w·(v(c) − v(∅))`` as one batched pass of 2B rows
     (so a guided step costs 2 NFE). ``scale == 1`` is the plain conditional velocity (1 NFE).
+    ``scale`` may be a function of t (Wan2.2 A14B: each expert has its own scale).
 
     The network runs in its compute dtype; the combination is formed in float32 (WanPipeline forms
     it in the compute dtype, which only adds bf16 rounding)."""
-    if scale == 1.0:
+    if not callable(scale) and scale == 1.0:
         return lambda x, t: net(x, t, text)
     negative = negative.expand(text.shape[0], -1, -1)
     both_text = torch.cat([negative, text])
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w = scale(t) if callable(scale) else scale  # a two-expert teacher: the scale of t's expert
+        if isinstance(w, torch.Tensor):
+            w = w.to(x.device).view(-1, *([1] * (x.ndim - 1)))
         v_uncond, v_cond = net(torch.cat([x, x]), t, both_text).float().chunk(2)
-        return v_uncond + scale * (v_cond - v_uncond)
+        return v_uncond + w * (v_cond - v_uncond)
 
     return velocity
 

@@ -106,6 +106,9 @@ class Teacher:
     meta: dict = field(default_factory=dict)
     scheduler_config: dict | None = None  # the checkpoint's scheduler/scheduler_config.json, if any
     _hash: str | None = field(default=None, repr=False)  # the weights do not change once loaded
+    # Wan2.2 A14B's low-noise expert (``transformer`` is then the high-noise one); None: one network
+    transformer_2: torch.nn.Module | None = None
+    lockstep: bool = False  # both experts run at every call (FSDP2 shards them: see ``route``)
 
     @property
     def name(self) -> str:
@@ -147,13 +150,84 @@ class Teacher:
         hidden = self.text_encoder(ids, mask).last_hidden_state.to(self.dtype)
         return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
+    @property
+    def boundary_timestep(self) -> float | None:
+        """Wan2.2 A14B: the timestep (of 1000) at and above which the high-noise expert runs."""
+        if self.transformer_2 is None or self.spec.boundary_ratio is None:
+            return None
+        n = (self.scheduler_config or {}).get("num_train_timesteps", 1000)
+        return self.spec.boundary_ratio * n
+
+    @property
+    def experts(self) -> list[torch.nn.Module]:
+        """The networks that compute the velocity: one, or A14B's high- and low-noise experts."""
+        return [self.transformer] if self.transformer_2 is None else [self.transformer, self.transformer_2]
+
+    def high_noise(self, t: torch.Tensor) -> torch.Tensor:
+        """Per row of ``t`` (flow time), whether the high-noise expert owns it (WanPipeline's rule
+        ``timestep >= boundary_ratio · num_train_timesteps``, on the timestep the network sees)."""
+        b = self.boundary_timestep
+        ts = wan_timestep(t)
+        return torch.ones_like(ts, dtype=torch.bool) if b is None else ts >= b
+
+    def guidance_for(self, t: torch.Tensor, guidance: float) -> float | torch.Tensor:
+        """The CFG scale of the expert that owns each row of ``t``: ``guidance`` for the high-noise
+        expert (or the only network), ``guidance · guidance_2 / guidance_preset`` for the low-noise one
+        (the checkpoint's own ratio: 4 and 3 at A14B's defaults). A float when every row agrees."""
+        if self.transformer_2 is None:
+            return guidance
+        low = guidance * (self.spec.guidance_2 or self.spec.guidance) / self.spec.guidance
+        high = self.high_noise(t)
+        if bool(high.all()):
+            return guidance
+        if not bool(high.any()):
+            return low
+        return torch.where(high, torch.tensor(guidance), torch.tensor(low)).to(torch.float32)
+
+    def route(self, t: torch.Tensor) -> list[tuple[torch.nn.Module, torch.Tensor | None, bool]]:
+        """``(expert, rows, used)`` for the rows of a batch at times ``t`` (rows None: every row).
+
+        ``lockstep`` (set when FSDP2 shards both experts): every process runs both experts at every call,
+        since a sharded network's forward and backward are collectives that all processes must join. An
+        expert that owns no row of this process's batch then runs on row 0 with ``used`` False: callers
+        add its output times zero, so that its backward runs too."""
+        if self.transformer_2 is None:
+            return [(self.transformer, None, True)]
+        high = self.high_noise(t.expand(1) if t.ndim == 0 else t)
+        if not self.lockstep:
+            if bool(high.all()):
+                return [(self.transformer, None, True)]
+            if not bool(high.any()):
+                return [(self.transformer_2, None, True)]
+        out = []
+        for net, rows in ((self.transformer, high.nonzero().flatten()), (self.transformer_2, (~high).nonzero().flatten())):
+            out.append((net, rows, True) if rows.numel() else (net, torch.zeros(1, dtype=torch.long), False))
+        return out
+
+    def timestep_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is given as timestep: ``1000·t`` per clip, or (Wan2.2 TI2V, WanPipeline's
+        ``expand_timesteps``) the same value for every latent token, ``(B, F·H/2·W/2)``."""
+        ts = wan_timestep(t).to(x.device)
+        if not self.spec.expand_timesteps:
+            return ts
+        p_t, p_h, p_w = self.transformer.config.patch_size
+        tokens = (x.shape[2] // p_t) * (x.shape[3] // p_h) * (x.shape[4] // p_w)
+        return ts[:, None].expand(-1, tokens)
+
     def velocity(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Teacher velocity ``v(x_t, t, c) ≈ E[x1 − x | x_t]``; t in [0, 1] (Wan takes 1000·t, in
-        float32). The network runs in the compute dtype; what it returns is in that dtype too."""
+        float32). The network runs in the compute dtype; what it returns is in that dtype too. A
+        two-expert teacher runs each row through the expert that owns its timestep."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         dtype = self.dtype
-        return self.transformer(x.to(dtype), wan_timestep(t).to(x.device), text.to(dtype), return_dict=False)[0]
+        parts = self.route(t)
+        if len(parts) == 1:
+            net = parts[0][0]
+            return net(x.to(dtype), self.timestep_input(x, t), text.to(dtype), return_dict=False)[0]
+        return combine_rows(x.shape[0], [
+            (rows, used, net(x[rows].to(dtype), self.timestep_input(x[rows], t[rows]), text[rows].to(dtype),
+                             return_dict=False)[0]) for net, rows, used in parts])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(latents)
@@ -170,6 +244,10 @@ class Teacher:
             return "unsaved"
         if self._hash is None:
             self._hash = weights_hash(self.path / "transformer")
+            if self.transformer_2 is not None:  # A14B: both experts' weights identify the teacher
+                second = weights_hash(self.path / "transformer_2")
+                sampled = "s" if "s" in (self._hash[0], second[0]) and len(self._hash + second) > 32 else ""
+                self._hash = sampled + hashlib.sha256((self._hash + second).encode()).hexdigest()[:16]
         return self._hash
 
     def save(self, folder: str | Path, meta: dict | None = None) -> Path:
@@ -199,6 +277,20 @@ class Teacher:
         return folder
 
 
+def combine_rows(batch: int, parts: list[tuple[torch.Tensor, bool, torch.Tensor]]) -> torch.Tensor:
+    """One batch from per-expert outputs ``(rows, used, output)``; an unused output (lockstep) enters
+    times zero, so that autograd still runs its expert's backward."""
+    out, dummy = None, None
+    for rows, used, v in parts:
+        if out is None:
+            out = v.new_zeros((batch, *v.shape[1:]))
+        if used:
+            out = out.index_put((rows,), v)
+        else:
+            dummy = v.sum() * 0 if dummy is None else dummy + v.sum() * 0
+    return out if dummy is None else out + dummy.to(out.dtype)
+
+
 def load_teacher(name: str = "shapes", path: str | Path | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> Teacher:
     """Load a teacher from its diffusers folder (see module docstring). Never downloads."""
@@ -213,6 +305,13 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{folder / 'tokenizer'}: the tokenizer cannot be read ({str(e).splitlines()[0][:200]})") from None
+    transformer_2 = None
+    if spec.boundary_ratio is not None:  # registry.pipeline_options checked transformer_2/ is there
+        transformer_2 = load_component(WanTransformer3DModel, folder, "transformer_2", dtype)
+        if transformer_2.config.in_channels != transformer.config.in_channels or \
+                len(transformer_2.blocks) != len(transformer.blocks):
+            raise ValueError(f"{folder}: transformer and transformer_2 differ in architecture (two experts of one "
+                             "model share it)")
     if (folder / "vae").is_dir():
         from diffusers import AutoencoderKLWan
 
@@ -220,9 +319,10 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
         codec: torch.nn.Module = WanCodec(load_component(AutoencoderKLWan, folder, "vae", torch.float32))
     else:
         codec = IdentityCodec()
-    for module in (transformer, text_encoder, codec):
+    for module in (transformer, text_encoder, codec, *([transformer_2] if transformer_2 is not None else [])):
         module.to(device).eval().requires_grad_(False)
-    return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder))
+    return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder),
+                   transformer_2=transformer_2)
 
 
 def load_component(cls, folder: Path, sub: str, dtype: torch.dtype):
@@ -290,7 +390,12 @@ WAN_TRANSFORMER_CONFIGS = {
     "wan2.1-14b": dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16,
                        out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
                        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
+    # Wan2.2: TI2V-5B (48 latent channels, 24 heads); A14B's two experts are each a Wan2.1-14B-shaped network
+    "wan2.2-ti2v-5b": dict(patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48,
+                           out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
+                           cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
 }
+WAN_TRANSFORMER_CONFIGS["wan2.2-t2v-a14b"] = WAN_TRANSFORMER_CONFIGS["wan2.1-14b"]
 
 
 class RandomTextEncoder(torch.nn.Module):
@@ -314,11 +419,14 @@ def random_wan_teacher(name: str, device: str | torch.device = "cuda", dtype: to
 
     if name not in WAN_TRANSFORMER_CONFIGS:
         raise ValueError(f"--random-weights is for {', '.join(WAN_TRANSFORMER_CONFIGS)}, not {name!r}")
+    spec = TEACHERS[name]
     with torch.device(device):
         transformer = WanTransformer3DModel(**WAN_TRANSFORMER_CONFIGS[name]).to(dtype).eval().requires_grad_(False)
-    tokenizer = build_tokenizer(["a"], TEACHERS[name].max_sequence_length)
-    return Teacher(TEACHERS[name], transformer, RandomTextEncoder(4096).to(device), tokenizer, IdentityCodec(),
-                   meta={"random_weights": True})
+        second = (WanTransformer3DModel(**WAN_TRANSFORMER_CONFIGS[name]).to(dtype).eval().requires_grad_(False)
+                  if spec.boundary_ratio is not None else None)  # A14B: the low-noise expert
+    tokenizer = build_tokenizer(["a"], spec.max_sequence_length)
+    return Teacher(spec, transformer, RandomTextEncoder(4096).to(device), tokenizer, IdentityCodec(),
+                   meta={"random_weights": True}, transformer_2=second)
 
 
 # ---------------------------------------------------------------------------------------------

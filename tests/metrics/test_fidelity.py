@@ -39,3 +39,33 @@ def test_frechet_distance_refuses_non_finite_features(bad):
     b[5, 1] = bad
     with pytest.raises(ValueError, match="second feature set has NaN or inf values in 1 of 8 samples"):
         frechet_distance(a, b)
+
+
+def test_frechet_distance_edges_where_a_student_lives():
+    """What mutation testing found unguarded: the smallest valid sets, rank-deficient covariances (fewer
+    samples than dimensions, where rounding makes eigenvalues slightly negative), float32 features
+    computed in float64, and every malformed set refused with a message that counts the bad rows."""
+    rng = np.random.default_rng(0)
+    two = rng.normal(size=(2, 3))
+    assert frechet_distance(two, two + 1.0) == pytest.approx(3.0, abs=1e-6)  # two samples per set are enough
+    few = rng.normal(size=(3, 16))  # N < D: a singular covariance
+    assert frechet_distance(few, few) == pytest.approx(0.0, abs=1e-6)
+    wide = rng.normal(size=(5, 64))
+    d = frechet_distance(wide, wide[::-1] + 0.5)
+    assert np.isfinite(d) and d == pytest.approx(64 * 0.25, rel=1e-6)  # same covariance, shifted mean
+    # float32 input is promoted, not computed in float32 (which would lose ~1e-4 here)
+    a32 = rng.normal(loc=30.0, size=(400, 8)).astype(np.float32)
+    b32 = rng.normal(loc=30.1, size=(400, 8)).astype(np.float32)
+    assert frechet_distance(a32, b32) == frechet_distance(a32.astype(np.float64), b32.astype(np.float64))
+    with pytest.raises(ValueError, match=r"must be \(N, D\)"):
+        frechet_distance(np.zeros(4), np.zeros((4, 2)))  # one set 1-D
+    with pytest.raises(ValueError, match=r"must be \(N, D\)"):
+        frechet_distance(np.zeros((4, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match="needs at least two samples per set"):
+        frechet_distance(np.zeros((4, 2)), np.zeros((1, 2)))
+    bad = rng.normal(size=(6, 3))
+    bad[[1, 4], 0] = np.nan
+    with pytest.raises(ValueError, match=r"the second feature set has NaN or inf values in 2 of 6 samples \(first: sample 1\)"):
+        frechet_distance(rng.normal(size=(6, 3)), bad)
+    with pytest.raises(ValueError, match="the first feature set"):
+        frechet_distance(bad, rng.normal(size=(6, 3)))
