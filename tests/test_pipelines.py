@@ -96,6 +96,7 @@ def test_model_card_is_a_hugging_face_card():
         assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
         assert card.data.base_model and "tmd-bench" in card.data.tags
         assert "from_pretrained" in card.text and "## Config" in card.text
+        assert "runs/draws8/report/report.csv" in card.text and "## Made by" in card.text  # its pooled rows
 
 
 def test_readme_snippet_runs_as_written(tmp_path, monkeypatch):
@@ -178,3 +179,28 @@ def test_referenced_teacher_components_load_from_the_teacher(wan, wan_students, 
     (folder / "model_index.json").write_text(__import__("json").dumps(moved))
     with pytest.raises(registry.TeacherNotFound, match="references its teacher's text_encoder"):
         TMDPipeline.from_pretrained(folder)
+
+
+def test_card_command_writes_the_results_rows_into_the_model_card(tmp_path):
+    import pandas as pd
+    from huggingface_hub import ModelCard
+    from typer.testing import CliRunner
+
+    from tmd_bench.cli import app
+
+    folder = tmp_path / "student"
+    shutil.copytree(STUDENTS / "dmd2-s2" / "dmd2" / "student", folder)
+    table = tmp_path / "results.csv"
+    pd.DataFrame([{"row_id": "dmd2-s2", "suite": "shapes-eval", "steps": 2, "nfe_counted": 2.0, "effective_nfe": 2.0,
+                   "all_correct": 0.834, "all_correct_se": 0.0116, "latency_total_s": 0.0421, "num_clips": 1024},
+                  {"row_id": "other", "suite": "shapes-eval"}]).to_csv(table, index=False)
+    r = CliRunner().invoke(app, ["card", str(folder), "--results", str(table), "--rows", "dmd2-s2"])
+    assert r.exit_code == 0, r.output
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert "| dmd2-s2 | shapes-eval | 2 | 2 | 2 | 83.4% ± 1.2 | 42.1 | 1024 |" in card.text
+    assert "other" not in card.text and "## Made by" in card.text  # the command that made it stays
+    r = CliRunner().invoke(app, ["card", str(folder), "--results", str(table), "--rows", "nope"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "no row 'nope'" in r.output, r.output
+    r = CliRunner().invoke(app, ["card", str(tmp_path), "--results", str(table), "--rows", "dmd2-s2"])
+    assert r.exit_code == 2 and "no model_index.json" in r.output, r.output

@@ -288,6 +288,20 @@ def gap(
 
 @app.command()
 @user_errors
+def card(
+    student: Path = typer.Argument(..., help="An exported student folder (it has model_index.json)."),
+    results: Path = typer.Option(..., help="results.csv or report.csv (e.g. a pooled report) holding its rows."),
+    rows: str = typer.Option(..., help="Comma-separated row ids of this student, e.g. tmd-M2-N2H2,tmd-M2-N2H2-novel."),
+):
+    """Write the student's model card (README.md, Hugging Face format) with its tmd-bench results rows."""
+    from tmd_bench.pipelines import update_card
+
+    path = update_card(student, results, [r.strip() for r in rows.split(",") if r.strip()])
+    out_console.print(f"model card: {path}", highlight=False)
+
+
+@app.command()
+@user_errors
 def distill(
     teacher: str = typer.Option("shapes", help="Teacher id: shapes, wan2.1-1.3b, wan2.1-14b."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),

@@ -333,9 +333,63 @@ def write_pipeline_files(folder: str | Path, teacher, components: str = "auto", 
         index.update({"method": method, "steps": int(meta.get("steps") or 1), "shift": meta.get("shift"),
                       "sigma_max": float(meta.get("sigma_max", 80.0))})
     index.update(common)
+    if command:
+        index["_command"] = command  # diffusers ignores "_" keys; the model card shows it
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    write_model_card(folder, meta, index, teacher, command)
+    write_model_card(folder, meta, index, spec, command, two_experts=getattr(teacher, "transformer_2", None) is not None)
     return folder
+
+
+CARD_COLUMNS = ("row_id", "suite", "steps", "nfe_counted", "effective_nfe", "all_correct", "fd_real", "clip_score",
+                "latency_total_s", "num_clips", "draws")
+
+
+def card_results(results: str | Path, rows: list[str]) -> list[dict]:
+    """The student's rows of a ``results.csv`` / ``report.csv``, as the model card shows them."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(results)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{results}: not a readable results table ({registry.clip_text(e, 120)})") from None
+    if "row_id" not in df:
+        raise ValueError(f"{results}: no row_id column (not a tmd-bench results table)")
+    missing = [r for r in rows if r not in set(df["row_id"])]
+    if missing:
+        raise ValueError(f"{results}: no row {', '.join(map(repr, missing))} (it has {', '.join(df['row_id'][:8])}…)")
+    out = []
+    for r in rows:
+        row = df[df["row_id"] == r].iloc[0]
+        cell = {}
+        for c in CARD_COLUMNS:
+            if c not in row or pd.isna(row[c]):
+                continue
+            v = row[c]
+            if c == "all_correct":
+                se = row.get("all_correct_se")
+                cell["all-correct"] = f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if se is not None and not pd.isna(se) else "")
+            elif c == "latency_total_s":
+                cell["latency (ms)"] = f"{1000 * v:.1f}"
+            elif isinstance(v, float):
+                cell[c] = f"{v:.4g}"
+            else:
+                cell[c] = str(v)
+        out.append(cell)
+    return out
+
+
+def update_card(folder: str | Path, results: str | Path, rows: list[str]) -> Path:
+    """Rewrite a student's model card with its results rows (``tmd-bench card``)."""
+    folder = Path(folder)
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise FileNotFoundError(f"{folder}: no model_index.json (not an exported student)")
+    index = registry.read_json(index_file)
+    _, meta = read_student_config(folder)
+    spec = registry.TEACHERS.get(index.get("teacher")) or registry.TEACHERS["shapes"]
+    write_model_card(folder, meta, index, spec, index.get("_command"), results=card_results(results, rows),
+                     source=str(results), two_experts=spec.boundary_ratio is not None)
+    return folder / "README.md"
 
 
 def load_teacher_components(index: dict, wanted: list[str], dtype=None) -> dict:
@@ -371,11 +425,10 @@ def load_teacher_components(index: dict, wanted: list[str], dtype=None) -> dict:
     return out
 
 
-def write_model_card(folder: Path, meta: dict, index: dict, teacher, command: str | None,
-                     results: dict | None = None) -> None:
+def write_model_card(folder: Path, meta: dict, index: dict, spec, command: str | None,
+                     results: list[dict] | None = None, source: str | None = None, two_experts: bool = False) -> None:
     """A Hugging Face model card: YAML front matter and a body with the method, its config, the
-    tmd-bench results row (when one is known) and the command that made the student."""
-    spec = teacher.spec
+    tmd-bench results rows (when known: ``tmd-bench card``) and the command that made the student."""
     method = meta["method"]
     base = spec.repo_id or f"tmd-bench/{spec.name}"
     label = {"tmd": "TMD (transition matching distillation)", "dmd2": "DMD2-v", "kd": "knowledge distillation",
@@ -393,7 +446,7 @@ def write_model_card(folder: Path, meta: dict, index: dict, teacher, command: st
         f'video = pipe("{"a red circle moving right" if spec.world == "shapes" else "a cat walking on the grass"}", '
         'generator=torch.Generator().manual_seed(0), output_type="np").frames[0]', "```", "",
     ]
-    if getattr(teacher, "transformer_2", None) is not None:
+    if two_experts:
         lines += ["The teacher has two experts; this single-network student was initialised from the "
                   "high-noise expert (`transformer`), and its teacher score came from the expert that owns "
                   "each timestep.", ""]
@@ -406,8 +459,10 @@ def write_model_card(folder: Path, meta: dict, index: dict, teacher, command: st
         lines += ["## Training config", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
     lines += ["## Results", ""]
     if results:
-        lines += ["| " + " | ".join(results) + " |", "|" + "---|" * len(results),
-                  "| " + " | ".join(str(v) for v in results.values()) + " |", ""]
+        cols = list(dict.fromkeys(k for r in results for k in r))
+        lines += [f"tmd-bench results rows of this student (from `{source}`):", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                  *["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in results], ""]
     else:
         lines += ["Not evaluated in this folder: `tmd-bench evaluate --method " + method + " --student <this folder>` "
                   "writes its results row with the run card.", ""]
