@@ -213,6 +213,9 @@ def test_evaluate_cli_on_a14b_writes_nfe_per_expert(wan22_a14b_dir, tmp_path):
         row = df.loc[steps]
         assert row["nfe_counted"] == 2 * steps and row["nfe_high"] + row["nfe_low"] == 2 * steps
         assert row["nfe_high"] > 0 and row["nfe_low"] > 0 and row["guidance_2"] == 3.0
+        # latency inside each expert: both positive, together at most the denoising stage
+        assert 0 < row["latency_denoise_high_s"] and 0 < row["latency_denoise_low_s"]
+        assert row["latency_denoise_high_s"] + row["latency_denoise_low_s"] <= row["latency_denoise_s"] * 1.001
     r = CliRunner().invoke(app, ["teacher", "list"])
     assert r.exit_code == 0 and "wan2.2-t2v-a14b" in r.output and "wan2.2-ti2v-5b" in r.output
 

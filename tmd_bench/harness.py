@@ -203,6 +203,7 @@ class Latency:
     peak_memory_mb: float
     memory_kind: str
     first_total_s: float = float("nan")  # the first (warm-up) generation: includes torch.compile's compilation
+    denoise_by_network_s: dict = field(default_factory=dict)  # A14B: median seconds inside each expert
 
     def columns(self, frames: int) -> dict:
         """Latency columns; ``frames``: the frames each clip actually has (what fps counts)."""
@@ -212,6 +213,7 @@ class Latency:
             "latency_total_spread_s": self.total_spread_s,
             "fps": frames * self.batch_size / self.total_s if self.total_s > 0 else float("nan"),
             "peak_memory_mb": self.peak_memory_mb,
+            **{f"latency_denoise_{k}_s": v for k, v in self.denoise_by_network_s.items()},
         }
 
 
@@ -222,7 +224,26 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
     prompts, seeds = [prompt] * batch_size, [seed] * batch_size
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    runs = []
+    runs, per_network = [], []
+    nets = list(method.network) if isinstance(method.network, (list, tuple)) else [method.network]
+    inside = [0.0] * len(nets)  # seconds inside each network (A14B's experts), synchronised at entry and exit
+    handles = []
+    if method.network_names:
+        def enter(k):
+            def hook(module, args, kwargs):
+                sync(device)
+                module._tmd_bench_t0 = time.perf_counter()
+            return hook
+
+        def leave(k):
+            def hook(module, args, kwargs, output):
+                sync(device)
+                inside[k] += time.perf_counter() - module._tmd_bench_t0
+            return hook
+
+        for k, net in enumerate(nets):
+            handles.append(net.register_forward_pre_hook(enter(k), with_kwargs=True))
+            handles.append(net.register_forward_hook(leave(k), with_kwargs=True))
     for i in range(warmup + repeats):
         sync(device)
         t0 = time.perf_counter()
@@ -230,9 +251,12 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
         negative = teacher.encode_text([teacher.spec.negative_prompt])
         sync(device)
         t1 = time.perf_counter()
+        inside[:] = [0.0] * len(nets)
         latents = method.sample(noise_for_seeds(teacher, seeds), text, negative, steps, seeds)
         sync(device)
         t2 = time.perf_counter()
+        if i >= warmup:
+            per_network.append(list(inside))
         teacher.decode(latents)
         sync(device)
         t3 = time.perf_counter()
@@ -240,14 +264,17 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
             first = t3 - t0
         if i >= warmup:
             runs.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+    for h in handles:
+        h.remove()
     med = [statistics.median(r[k] for r in runs) for k in range(4)]
+    by_network = {name: statistics.median(r[k] for r in per_network) for k, name in enumerate(method.network_names)}
     totals = [r[3] for r in runs]
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     else:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak, kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
-    return Latency(*med, max(totals) - min(totals), repeats, warmup, batch_size, peak, kind, first)
+    return Latency(*med, max(totals) - min(totals), repeats, warmup, batch_size, peak, kind, first, by_network)
 
 
 def compile_blocks(blocks: list[torch.nn.Module], **options) -> int:
