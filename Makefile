@@ -28,7 +28,7 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q --durations=10
 
 # Mutation testing (mutmut, from PyPI) of the modules where a silent bug corrupts results; not in CI
 # (hours for every module on 2 cores). One module: make mutate MUTATE_ARGS="--module reports/pareto.py"

@@ -49,6 +49,7 @@ def paired_psnr_ssim(videos: torch.Tensor, reference: torch.Tensor) -> tuple[flo
     x = videos.float().permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
     y = reference.float().permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
     psnr = peak_signal_noise_ratio(x, y, data_range=2.0, reduction="none", dim=(1, 2, 3))
-    kernel = min(11, h if h % 2 else h - 1, w if w % 2 else w - 1)
-    ssim = structural_similarity_index_measure(x, y, data_range=2.0, kernel_size=kernel)
+    # torchmetrics' default Gaussian window (σ = 1.5, 11 × 11, as in Wang et al. 2004); with a Gaussian
+    # window its kernel_size argument is unused (the size comes from σ), so none is passed
+    ssim = structural_similarity_index_measure(x, y, data_range=2.0)
     return float(psnr.clamp(max=100.0).mean()), float(ssim)

@@ -124,3 +124,36 @@ def test_flowmatch_euler_takes_the_checkpoints_own_scheduler_config():
     assert not torch.equal(ours.sigmas, default.sigmas)  # the checkpoint's config was used
     unipc = flowmatch_euler_scheduler(4, 3.0, {"_class_name": "UniPCMultistepScheduler", "shift_terminal": 0.2})
     assert torch.equal(unipc.sigmas, default.sigmas)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "fmeuler"])
+def test_samplers_follow_the_checkpoints_scheduler_config_through_sample(solver):
+    """sample_unipc / sample_flowmatch_euler with a checkpoint's config (non-default settings) equal the
+    diffusers loop over ``from_config(config, shift)``, and differ from the defaults: the config is used."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from tmd_bench import sampling
+
+    if solver == "unipc":
+        cls = UniPCMultistepScheduler
+        config = {**UniPCMultistepScheduler(**sampling.WAN_UNIPC_CONFIG, solver_order=1, flow_shift=1.0).config,
+                  "_class_name": "UniPCMultistepScheduler"}
+        run = lambda v, x: sampling.sample_unipc(v, x, 4, 3.0, config)  # noqa: E731
+        default = lambda v, x: sampling.sample_unipc(v, x, 4, 3.0)  # noqa: E731
+        ref_sched = UniPCMultistepScheduler.from_config(config, flow_shift=3.0)
+    else:
+        cls = FlowMatchEulerDiscreteScheduler
+        config = {**FlowMatchEulerDiscreteScheduler(shift=1.0, shift_terminal=0.2).config,
+                  "_class_name": "FlowMatchEulerDiscreteScheduler"}
+        run = lambda v, x: sampling.sample_flowmatch_euler(v, x, 4, 3.0, config)  # noqa: E731
+        default = lambda v, x: sampling.sample_flowmatch_euler(v, x, 4, 3.0)  # noqa: E731
+        ref_sched = cls.from_config(config, shift=3.0)
+    velocity = lambda x, t: -x * (1 + t.float())  # noqa: E731 - any smooth field
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    ref_sched.set_timesteps(4)
+    ref = x.clone()
+    for ts in ref_sched.timesteps:
+        ref = ref_sched.step(velocity(ref, ts.to(torch.float64) / 1000), ts, ref, return_dict=False)[0]
+    out = run(velocity, x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    assert (out - default(velocity, x)).abs().max() > 1e-4

@@ -313,3 +313,102 @@ def test_vsd_step_moves_the_student_towards_the_teacher_and_away_from_the_fake_s
     assert cos > 0.02, float(cos)  # 5× what a random direction gives in this many dimensions (~0.004)
     dist = lambda x, y: (x - y).pow(2).mean()  # noqa: E731
     assert dist(after, p) - dist(before, p) < dist(after, -p) - dist(before, -p)
+
+
+# ---------------------------------------------------------------------------------------------
+# What `make mutate` found unguarded in the training maths (each test kills a class of survivors)
+
+
+def test_interpolation_is_the_flow_path_per_sample():
+    from tmd_bench.flow import interpolate
+
+    g = torch.Generator().manual_seed(0)
+    x, x1 = torch.randn(3, 2, 4, generator=g), torch.randn(3, 2, 4, generator=g)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    xt = interpolate(x, x1, t)
+    torch.testing.assert_close(xt[0], x[0], rtol=0, atol=0)
+    torch.testing.assert_close(xt[2], x1[2], rtol=0, atol=0)
+    torch.testing.assert_close(xt[1], 0.75 * x[1] + 0.25 * x1[1], rtol=0, atol=1e-7)
+
+
+def test_time_grids_are_float64_and_start_where_their_sampler_does():
+    from tmd_bench import flow, sampling
+
+    grid = flow.time_grid(4, 3.0)
+    assert grid.dtype == torch.float64 and grid[-1] == 0
+    u = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(grid, flow.T_MAX * 3 * u / (1 + 2 * u), rtol=0, atol=1e-15)  # float32 would be ~1e-8 off
+    euler = sampling.euler_grid(4, 3.0)
+    assert euler[0].item() == 1.0 and flow.T_MAX < 1.0  # tmd-bench's Euler starts at pure noise, not at T_MAX
+    with pytest.raises(ValueError, match="steps must be ≥ 1, got 0"):
+        flow.time_grid(0, 3.0)
+
+
+def test_unguided_velocity_is_the_networks_own_at_that_time():
+    from tmd_bench import sampling
+
+    seen = []
+
+    def net(x, t, text):
+        seen.append(t)
+        return x * t + text.mean()
+
+    x, t, text = torch.ones(2, 3), torch.tensor(0.3), torch.zeros(2, 4)
+    v = sampling.guided(net, text, torch.zeros(1, 4), 1.0)(x, t)
+    assert seen == [t] and torch.equal(v, x * t)
+
+
+def test_vsd_gradient_is_the_normalised_score_difference():
+    """d/dx̂ of the VSD loss (mean over elements) is ``w·(g_F − g_T)/n`` with ``w = 1/(mean|x̂ − g_T| + 1e-6)``
+    per sample: the DMD2 normaliser, the sign and the ½ all enter the gradient the student follows."""
+    from tmd_bench.distill.losses import vsd_loss
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 4, generator=g, dtype=torch.float64).float().requires_grad_(True)
+    gt, gf = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    gt[1] *= 5  # the two samples get different weights
+    loss = vsd_loss(x, gt, gf)
+    loss.backward()
+    w = 1.0 / ((x.detach() - gt).abs().flatten(1).mean(1) + 1e-6)
+    expect = w.view(-1, 1, 1) * (gf - gt) / x.numel()
+    torch.testing.assert_close(x.grad, expect, rtol=1e-5, atol=1e-9)
+    # its value is ½·mean((w·(g_F − g_T))²)
+    torch.testing.assert_close(loss, 0.5 * (w.view(-1, 1, 1) * (gf - gt)).pow(2).mean(), rtol=1e-5, atol=0)
+
+
+def test_regression_and_dsm_losses_are_their_documented_means():
+    from tmd_bench.distill.losses import dsm_loss, regression_loss
+
+    pred = torch.tensor([[1.0, 2.0], [0.0, -1.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    loss = regression_loss(pred, target)
+    assert loss.item() == pytest.approx(0.5 * (1 + 4 + 0 + 4) / 4)
+    loss.backward()
+    assert target.grad is None  # the teacher's target is detached
+    torch.testing.assert_close(pred.grad, (pred - target).detach() / 4)
+    assert dsm_loss(pred, target).item() == pytest.approx((1 + 4 + 0 + 4) / 4)
+
+
+def test_meanflow_target_uses_one_sided_differences_at_the_interval_ends():
+    """``u(z, t) = a·t² + z`` along ``dz/dt = v``: du/dt = 2a·t + v (for the linear path z + (s − t)·v).
+    Central differences are exact for a quadratic, and so are the one-sided ones only where they are
+    used correctly: at t + δ > 1 the forward point is dropped, at t − δ < r the backward one."""
+    from tmd_bench.distill.losses import meanflow_target
+
+    a, delta = 3.0, 0.01
+    u_fn = lambda z, t: a * t.view(-1, 1) ** 2 + z  # noqa: E731
+    z = torch.zeros(3, 1)
+    v = torch.full((3, 1), 0.5)
+    t = torch.tensor([0.5, 0.995, 0.205])  # interior; forward step leaves [r, 1]; backward step passes r
+    r = torch.tensor([0.1, 0.1, 0.2])
+    target = meanflow_target(u_fn, z, t, r, v, delta)
+    hi = torch.where(t + delta <= 1, t + delta, t)
+    lo = torch.where(t - delta >= r, t - delta, t)
+    du = a * (hi**2 - lo**2) / (hi - lo) + v.flatten()  # the exact slope of the chord actually taken
+    expect = v.flatten() - (t - r) * du
+    torch.testing.assert_close(target.flatten(), expect, rtol=1e-5, atol=1e-6)
+    # and those chords: central in the interior, one-sided at the ends (2a·t + v ± a·δ)
+    exact = v.flatten() - (t - r) * (2 * a * t + v.flatten())
+    assert abs(target[0, 0] - exact[0]) < 1e-4
+    assert target[1, 0] == pytest.approx(float(exact[1] + (t[1] - r[1]) * a * delta), abs=1e-4)  # backward only
+    assert target[2, 0] == pytest.approx(float(exact[2] - (t[2] - r[2]) * a * delta), abs=1e-4)  # forward only

@@ -154,6 +154,11 @@ def run_draws(evals: list, root: Path, draws: int, limit: int | None = None, tea
     return folders
 
 
+# the teacher's components an exported student folder carries (tmd_bench.pipelines): copied byte for byte,
+# so the pipeline encodes prompts and decodes exactly as the teacher does
+TEACHER_PARTS = ("text_encoder", "tokenizer", "vae")
+
+
 def student_folders(entry_root: Path) -> list[Path]:
     """The exported student folders under one plan entry's run folder."""
     return sorted(p.parent for p in entry_root.rglob("*.json")
@@ -196,7 +201,7 @@ def export_students(out: str | Path, dest: Path = SHIPPED_STUDENTS, names: list[
                     continue
                 t = target / rel / f.relative_to(folder)
                 t.parent.mkdir(parents=True, exist_ok=True)
-                if f.suffix == ".safetensors":
+                if f.suffix == ".safetensors" and f.relative_to(folder).parts[0] not in TEACHER_PARTS:
                     save_file({k: v.to(torch.float16) if v.is_floating_point() else v
                                for k, v in load_file(str(f)).items()}, str(t))
                 else:

@@ -34,9 +34,15 @@ def runs(shapes_teacher_dir, wan22_a14b_dir, tmp_path_factory):
     dataset.generate(a14b, ["a cat sitting on the grass", "a dog running"], out / "a14b-data", steps=2, per_prompt=4,
                      shard_size=8, batch_size=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(WORKER), str(shapes_teacher_dir), str(out), str(wan22_a14b_dir), str(out / "a14b-data")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(WORKER), str(shapes_teacher_dir), str(out), str(wan22_a14b_dir), str(out / "a14b-data")]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # seen once in 6 launches on a loaded 2-core machine: a rank aborted in gloo's C++ teardown. One
+        # relaunch from scratch; every assertion below still holds the relaunched run to one process's
+        for sub in ("ddp", "fsdp", "cut", "cut-at-3", "eval", "a14b-fsdp"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     teacher = load_teacher("shapes", shapes_teacher_dir)
     torch.manual_seed(0)  # the discriminator's initialisation (as the worker does)

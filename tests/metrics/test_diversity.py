@@ -92,3 +92,27 @@ def test_energy_distance_is_zero_in_expectation_and_grows_with_a_shift():
     same = [energy_distance(rng.normal(size=(16, 3)), rng.normal(size=(16, 3))) for _ in range(200)]
     assert abs(np.mean(same)) < 0.02
     assert energy_distance(rng.normal(size=(16, 3)), rng.normal(size=(16, 3)) + 1.0) > 0.5
+
+
+def test_clip_diversity_against_a_hand_computed_reference():
+    """Frame features (P·K, F, D) with F ≠ K ≠ D: each clip is the unit mean of its frames, the pairwise
+    measure is 1 − mean off-diagonal cosine within a prompt, averaged over prompts. K = 2 is allowed."""
+    import math
+
+    import torch
+
+    from tmd_bench.metrics.diversity import clip_diversity
+
+    # prompt 0: two clips at 90° (cosine 0 → diversity 1); prompt 1: two clips at 60° (cosine ½ → ½)
+    feats = torch.zeros(4, 3, 5)
+    feats[0, :, 0] = 2.0
+    feats[1, :, 1] = 3.0
+    feats[2, :, 0] = 1.0
+    feats[3, :, 0], feats[3, :, 1] = 0.5, math.sqrt(3) / 2
+    feats[3, 0] *= 4  # frames of one clip at different norms: the clip is their mean, then normalised
+    out = clip_diversity(feats, per_prompt=2)
+    assert out["div_pairwise"] == pytest.approx((1.0 + 0.5) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="per-prompt ≥ 2 dividing the 4 clips, got 3"):
+        clip_diversity(feats, per_prompt=3)
+    with pytest.raises(ValueError, match="got 1"):
+        clip_diversity(feats, per_prompt=1)

@@ -171,3 +171,18 @@ def test_vbench_import_refuses_percentages_in_one_line(tmp_path):
     r = CliRunner().invoke(app, ["vbench", "import", str(f)])
     assert r.exit_code == 2 and "divide percentages by 100" in r.output and str(f) in r.output.replace("\n", "")
     assert "vbench_total" not in r.output
+
+
+def test_scores_above_one_are_refused_and_percentages_get_the_hint():
+    from tmd_bench.metrics.vbench import check_score
+
+    check_score("subject consistency", 1.0)
+    check_score("subject consistency", 0.0)
+    with pytest.raises(ValueError, match=r"score 1\.5 is outside \[0, 1\]"):
+        check_score("subject consistency", 1.5)
+    with pytest.raises(ValueError, match=r"score -0\.1 is outside \[0, 1\]$"):
+        check_score("subject consistency", -0.1)  # no percentage hint below 0
+    with pytest.raises(ValueError, match="divide percentages by 100"):
+        check_score("subject consistency", 95.3)
+    with pytest.raises(ValueError, match="VBench dimension 'x': score 'abc' is not a number"):
+        check_score("x", "abc")
