@@ -82,24 +82,36 @@ def chromium() -> str:
     return path
 
 
+def _tiny_text(seed: int):
+    """A UMT5-style tokenizer and a tiny UMT5EncoderModel (transformers' classes), seeded."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = umt5_style_tokenizer()
+    torch.manual_seed(seed)
+    return tokenizer, UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+
+
+def _tiny_wan_transformer(channels: int, num_layers: int):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=channels,
+        out_channels=channels, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+
+
 def build_wan_pipeline(folder=None, seed: int = 0, flow_shift: float = 3.0, z_dim: int = 16, num_layers: int = 4):
     """A tiny Wan2.1 checkpoint made the way a real one is: diffusers' ``WanPipeline`` of diffusers' and
     transformers' own classes (WanTransformer3DModel, AutoencoderKLWan with 16 latent channels and Wan's
     default latent statistics, UMT5EncoderModel, a UMT5-style tokenizer, UniPC in flow mode as the Wan2.1
     Diffusers checkpoints ship it), written with ``save_pretrained``. No tmd-bench helper is involved."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
 
-    tokenizer = umt5_style_tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=z_dim, out_channels=z_dim,
-        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+    tokenizer, text_encoder = _tiny_text(seed)
+    transformer = _tiny_wan_transformer(z_dim, num_layers)
     vae = AutoencoderKLWan(base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=flow_shift)
@@ -147,22 +159,13 @@ def build_wan22_pipeline(folder=None, kind: str = "ti2v", seed: int = 0):
     - ``a14b``: two experts, ``transformer`` (high noise) and ``transformer_2`` (low noise), switched at
       ``boundary_ratio`` 0.875, the Wan2.1 VAE (16 channels), UniPC with shift 12.
     """
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
 
-    tokenizer = umt5_style_tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    tokenizer, text_encoder = _tiny_text(seed)
     z = 48 if kind == "ti2v" else 16
 
     def transformer():
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=z, out_channels=z,
-            text_dim=16, freq_dim=16, ffn_dim=32, num_layers=4, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+        return _tiny_wan_transformer(z, 4)
 
     if kind == "ti2v":
         g = torch.Generator().manual_seed(seed + 1)
