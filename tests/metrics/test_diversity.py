@@ -116,3 +116,24 @@ def test_clip_diversity_against_a_hand_computed_reference():
         clip_diversity(feats, per_prompt=3)
     with pytest.raises(ValueError, match="got 1"):
         clip_diversity(feats, per_prompt=1)
+
+
+def test_world_latents_read_back_a_known_layout():
+    """A render with a known layout reads back as (x/width, y/height) per object, ordered by start, then
+    the speed over the world's range for a moving scene (none for a still one)."""
+    import numpy as np
+
+    from tmd_bench import world
+    from tmd_bench.metrics.diversity import world_latents
+
+    lo, hi = world.SPEED
+    speed = lo + 0.25 * (hi - lo)
+    moving = world.Scene(2, "small", "red", "square", "right", "black")
+    layout = world.Layout(((9.0, 6.0), (5.0, 17.0)), speed)  # x and y differ, objects given out of order
+    z = world_latents(world.render(moving, layout), moving.prompt)
+    assert z is not None, "the oracle should read both objects of this render"
+    expect = [5.0 / world.WIDTH, 17.0 / world.HEIGHT, 9.0 / world.WIDTH, 6.0 / world.HEIGHT, 0.25]
+    np.testing.assert_allclose(z, expect, atol=0.03)
+    still = world.Scene(1, "small", "blue", "circle", "still", "black")
+    z = world_latents(world.render(still, world.Layout(((9.0, 15.0),), 0.0)), still.prompt)
+    np.testing.assert_allclose(z, [9.0 / world.WIDTH, 15.0 / world.HEIGHT], atol=0.03)
