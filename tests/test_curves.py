@@ -30,8 +30,8 @@ def test_snapshots_are_kept_and_evaluated_into_curves(shapes_teacher_dir, tmp_pa
     meta = [json.loads((d / "snapshot.json").read_text()) for _, d in snaps]
     assert meta[0]["elapsed_s"] <= meta[1]["elapsed_s"]
     # a snapshot is the student as exported at that iteration: the 4-iteration one differs from the final
-    w4 = load_file(str(next((snaps[1][1]).glob("*.safetensors"))))
-    w5 = load_file(str(next((out / "stage2" / "student").glob("*.safetensors"))))
+    w4 = load_file(str(next((snaps[1][1]).glob("tmd_head/*.safetensors"))))
+    w5 = load_file(str(next((out / "stage2" / "student").glob("tmd_head/*.safetensors"))))
     assert w4.keys() == w5.keys() and any((w4[k] != w5[k]).any() for k in w4)
 
     r = run("curves", out, "--teacher-path", shapes_teacher_dir, "--limit", "2", "--out", tmp_path / "curves")
