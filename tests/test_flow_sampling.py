@@ -157,3 +157,33 @@ def test_samplers_follow_the_checkpoints_scheduler_config_through_sample(solver)
     out = run(velocity, x)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     assert (out - default(velocity, x)).abs().max() > 1e-4
+
+
+def test_guidance_scale_may_depend_on_time_and_on_the_row():
+    """A two-expert teacher's CFG scale is a function of t (Wan2.2 A14B: 4 for the high-noise expert, 3
+    for the low-noise one), a float or one value per row: v = v(∅) + w(t)·(v(c) − v(∅)), in one batched
+    2B pass whatever w is (so a guided step costs 2 NFE)."""
+    from tmd_bench import sampling
+
+    calls = []
+
+    def net(x, t, text):  # conditional and unconditional rows differ through the text
+        calls.append((x.shape[0], t))
+        return x * (1 + t) + text.mean(dim=(1, 2)).view(-1, *([1] * (x.ndim - 1)))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 2, 2, 2, generator=g)
+    text, negative = torch.randn(3, 4, 5, generator=g), torch.randn(1, 4, 5, generator=g)
+    t = torch.tensor(0.6)
+    v_u, v_c = net(x, t, negative.expand(3, -1, -1)), net(x, t, text)
+    calls.clear()
+    by_time = sampling.guided(net, text, negative, lambda tt: 4.0 if tt >= 0.5 else 3.0)
+    torch.testing.assert_close(by_time(x, t), v_u + 4.0 * (v_c - v_u))
+    torch.testing.assert_close(by_time(x, torch.tensor(0.2)), net(x, torch.tensor(0.2), negative.expand(3, -1, -1))
+                               + 3.0 * (net(x, torch.tensor(0.2), text) - net(x, torch.tensor(0.2), negative.expand(3, -1, -1))))
+    assert calls[0][0] == 6 and calls[1][0] == 6  # one batched pass of 2B rows per call, at the call's t
+    assert calls[0][1] is t
+    rows = torch.tensor([4.0, 3.0, 1.0])
+    per_row = sampling.guided(net, text, negative, lambda tt: rows)(x, t)
+    torch.testing.assert_close(per_row, v_u + rows.view(-1, 1, 1, 1, 1) * (v_c - v_u))
+    torch.testing.assert_close(per_row[2], v_c[2])  # w = 1 on a row is its conditional velocity
