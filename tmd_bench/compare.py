@@ -210,12 +210,16 @@ def export_students(out: str | Path, dest: Path = SHIPPED_STUDENTS, names: list[
                                    if p.is_file()).read_text())
             teacher_hash = meta.get("teacher_sha256")
         options = " ".join(f"{k}={v}" for k, v in entry.options.items())
+        command = (f"tmd-bench compare --only {entry.name} --distill-only --out runs/compare && "
+                   f"tmd-bench compare --only {entry.name} --export --out runs/compare")
+        for index in target.rglob("model_index.json"):  # the pipeline folder names the command that made it
+            data = json.loads(index.read_text())
+            index.write_text(json.dumps({**data, "_command": command}, indent=2))
         (target / "provenance.json").write_text(json.dumps({
             "entry": entry.name, "method": entry.method, "options": options,
             "teacher_sha256": teacher_hash, "training_wall_time_s": wall, "git_commit": git_commit(),
             "stored_as": "float16 copies of the float32 training exports",
-            "command": f"tmd-bench compare --only {entry.name} --distill-only --out runs/compare && "
-                       f"tmd-bench compare --only {entry.name} --export --out runs/compare",
+            "command": command,
         }, indent=2))
         done.append(target)
     return done
