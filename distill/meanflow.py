@@ -82,14 +82,12 @@ class MeanFlowStudent(nn.Module):
         return wp.output(tr, h, temb, tok.grid)
 
     def save(self, folder: str | Path, teacher_name: str, teacher_hash: str, meta: dict | None = None) -> Path:
-        from tmd_bench.pipelines import MeanFlowTime, write_component
+        from tmd_bench.pipelines import MeanFlowTime, added_layers_config, write_component
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
-        tr = self.transformer.config
-        write_component(folder / "delta_time", MeanFlowTime,
-                        {"dim": tr.num_attention_heads * tr.attention_head_dim, "freq_dim": tr.freq_dim},
+        write_component(folder / "delta_time", MeanFlowTime, added_layers_config(self.transformer),
                         {f"delta_time.{k}": v for k, v in self.delta_time.state_dict().items()})
         (folder / "student_config.json").write_text(json.dumps({
             "method": "meanflow", **self.config, "teacher": teacher_name, "teacher_sha256": teacher_hash,

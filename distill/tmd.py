@@ -247,15 +247,12 @@ class TMDStudent(nn.Module):
     def save(self, folder: str | Path, teacher_name: str, teacher_hash: str, meta: dict | None = None) -> Path:
         """Diffusers layout: ``transformer/`` and the TMD layers as the ``tmd_head/`` component of
         :class:`tmd_bench.pipelines.TMDPipeline`, plus the JSON config tmd-bench reads."""
-        from tmd_bench.pipelines import TMDHead, write_component
+        from tmd_bench.pipelines import TMDHead, added_layers_config, write_component
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
-        tr = self.transformer.config
-        write_component(folder / "tmd_head", TMDHead,
-                        {"dim": tr.num_attention_heads * tr.attention_head_dim, "freq_dim": tr.freq_dim},
-                        self.extra_state_dict())
+        write_component(folder / "tmd_head", TMDHead, added_layers_config(self.transformer), self.extra_state_dict())
         (folder / "tmd_config.json").write_text(json.dumps({
             "method": "tmd", **asdict(self.config), "teacher": teacher_name, "teacher_sha256": teacher_hash,
             "num_blocks": self.num_blocks,

@@ -229,11 +229,9 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
     inside = [0.0] * len(nets)  # seconds inside each network (A14B's experts), synchronised at entry and exit
     handles = []
     if method.network_names:
-        def enter(k):
-            def hook(module, args, kwargs):
-                sync(device)
-                module._tmd_bench_t0 = time.perf_counter()
-            return hook
+        def enter(module, args, kwargs):
+            sync(device)
+            module._tmd_bench_t0 = time.perf_counter()
 
         def leave(k):
             def hook(module, args, kwargs, output):
@@ -242,7 +240,7 @@ def measure_latency(method: Method, teacher: Teacher, prompt: str, seed: int, st
             return hook
 
         for k, net in enumerate(nets):
-            handles.append(net.register_forward_pre_hook(enter(k), with_kwargs=True))
+            handles.append(net.register_forward_pre_hook(enter, with_kwargs=True))
             handles.append(net.register_forward_hook(leave(k), with_kwargs=True))
     for i in range(warmup + repeats):
         sync(device)

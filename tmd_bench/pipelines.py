@@ -69,6 +69,12 @@ class MeanFlowTime(ModelMixin, ConfigMixin):
         self.delta_time = DeltaTimeEmbedding(freq_dim, dim)
 
 
+def added_layers_config(transformer) -> dict:
+    """The config of a layer group a method adds to a Wan transformer (``TMDHead``, ``MeanFlowTime``)."""
+    tr = transformer.config
+    return {"dim": tr.num_attention_heads * tr.attention_head_dim, "freq_dim": tr.freq_dim}
+
+
 def write_component(folder: Path, cls: type, config: dict, state: dict[str, torch.Tensor]) -> None:
     """A component folder as ``cls.save_pretrained`` writes it (``config.json`` and
     ``diffusion_pytorch_model.safetensors``), from a state dict, without building the module."""

@@ -246,7 +246,7 @@ class Teacher:
             self._hash = weights_hash(self.path / "transformer")
             if self.transformer_2 is not None:  # A14B: both experts' weights identify the teacher
                 second = weights_hash(self.path / "transformer_2")
-                sampled = "s" if "s" in (self._hash[0], second[0]) and len(self._hash + second) > 32 else ""
+                sampled = "s" if self._hash.startswith("s") or second.startswith("s") else ""  # hex has no s
                 self._hash = sampled + hashlib.sha256((self._hash + second).encode()).hexdigest()[:16]
         return self._hash
 
