@@ -204,3 +204,25 @@ def test_card_command_writes_the_results_rows_into_the_model_card(tmp_path):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "no row 'nope'" in r.output, r.output
     r = CliRunner().invoke(app, ["card", str(tmp_path), "--results", str(table), "--rows", "dmd2-s2"])
     assert r.exit_code == 2 and "no model_index.json" in r.output, r.output
+
+
+@pytest.mark.parametrize("method", ["tmd", "dmd2"])
+def test_tiny_wan_student_pipeline_in_bf16_equals_the_bf16_harness(wan_pipeline_dir, wan_students, method):
+    """``from_pretrained(folder, torch_dtype=torch.bfloat16)`` runs the same bf16 computation as the harness
+    on a bf16 teacher (fp32 latents, diffusers' fp32 modules kept), and stays near the fp32 video."""
+    folder = wan_students[method]
+    wan16 = runtime.load("wan2.1-1.3b", wan_pipeline_dir, "cpu", "bfloat16", frames=5, height=32, width=32)
+    pipe = pipeline_class(folder).from_pretrained(folder, dtype=torch.bfloat16)
+    assert pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert pipe.transformer.scale_shift_table.dtype == torch.float32
+    assert pipe.vae.dtype == torch.float32  # the Wan VAE decodes in fp32, as the harness's teacher does
+    old = pipeline_class(folder).from_pretrained(folder, torch_dtype=torch.bfloat16)  # diffusers' older keyword
+    assert old.vae.dtype == torch.float32 and old.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    ref = harness_video(harness_method(folder, wan16), wan16, "a cat sitting on the grass", 4, 2)
+    kw = dict(num_frames=5, height=32, width=32, generator=torch.Generator().manual_seed(4))
+    out = pipe("a cat sitting on the grass", **kw).frames
+    assert out.dtype == np.float32 and out.shape == ref.shape == (1, 5, 32, 32, 3)
+    assert np.abs(out - ref).max() <= 1e-5
+    fp32 = pipeline_class(folder).from_pretrained(folder)("a cat sitting on the grass", **{
+        **kw, "generator": torch.Generator().manual_seed(4)}).frames
+    assert 0 < np.abs(out - fp32).mean() < 0.05  # bf16 is another computation, close to fp32

@@ -252,3 +252,40 @@ def test_lockstep_runs_both_experts_and_changes_nothing(a14b):
         a14b.transformer_2.patch_embedding.weight.grad = None
         for h in hooks:
             h.remove()
+
+
+# bf16: the same drift bound as Wan2.1's (tests/test_wan_reference.py), on each Wan2.2 path
+
+
+def _drift(name, folder, size, steps, guidance, seeds=(0, 1, 2)):
+    """Mean |bf16 − fp32| of our sampler and of diffusers' own bf16 WanPipeline, pooled over seeds."""
+    from diffusers import WanPipeline
+
+    frames, height, width = size
+    t32, t16 = teacher(name, folder, *size), teacher(name, folder, *size, dtype="bfloat16")
+    pipe16 = WanPipeline.from_pretrained(folder, dtype=torch.bfloat16)
+    ours_drift = diffusers_drift = 0.0
+    for seed in seeds:
+        fp32 = ours(t32, steps, seed=seed)
+        ours16 = ours(t16, steps, seed=seed)
+        assert ours16.dtype == torch.float32  # latents and solver state stay fp32
+        ref16 = pipe16(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, num_frames=frames, height=height,
+                       width=width, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+                       output_type="latent").frames
+        ours_drift += (ours16 - fp32).abs().mean().item() / len(seeds)
+        diffusers_drift += (ref16.float() - fp32).abs().mean().item() / len(seeds)
+    return t16, ours_drift, diffusers_drift
+
+
+def test_ti2v_in_bf16_drifts_no_more_than_diffusers(wan22_ti2v_dir):
+    t16, ours_drift, diffusers_drift = _drift("wan2.2-ti2v-5b", wan22_ti2v_dir, (5, 64, 64), 4, 5.0)
+    assert t16.dtype == torch.bfloat16 and t16.transformer.scale_shift_table.dtype == torch.float32
+    assert 0 < ours_drift <= 1.25 * diffusers_drift, (ours_drift, diffusers_drift)
+
+
+def test_a14b_in_bf16_runs_both_experts_in_bf16_and_drifts_no_more_than_diffusers(wan22_a14b_dir):
+    t16, ours_drift, diffusers_drift = _drift("wan2.2-t2v-a14b", wan22_a14b_dir, (5, 32, 32), 6, 4.0)
+    for net in (t16.transformer, t16.transformer_2):  # both experts cast, their fp32 modules kept
+        assert net.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+        assert net.scale_shift_table.dtype == torch.float32
+    assert 0 < ours_drift <= 1.25 * diffusers_drift, (ours_drift, diffusers_drift)

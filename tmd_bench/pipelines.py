@@ -113,12 +113,21 @@ class _StudentPipeline(DiffusionPipeline):
         index_file = folder / "model_index.json"
         if folder.is_dir() and not index_file.is_file():
             raise FileNotFoundError(f"{folder}: no model_index.json (not a student exported by this tmd-bench)")
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))  # diffusers' new name, and its deprecated one
         if index_file.is_file():
             index = registry.read_json(index_file)
             wanted = [c for c in str(index.get("teacher_components") or "").split(",")
                       if c and kwargs.get(c) is None]
             if wanted:
-                kwargs.update(load_teacher_components(index, wanted, kwargs.get("torch_dtype")))
+                kwargs.update(load_teacher_components(index, wanted, dtype))
+            if dtype not in (None, torch.float32) and kwargs.get("vae") is None and (folder / "vae").is_dir():
+                # a copied Wan VAE decodes in float32 whatever the load dtype, as the harness's teacher does:
+                # loaded in bf16 and cast back it would not be the same weights
+                from diffusers import AutoencoderKLWan
+
+                from tmd_bench.teachers import load_component
+
+                kwargs["vae"] = load_component(AutoencoderKLWan, folder, "vae", torch.float32)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # -- the pieces of a call ------------------------------------------------------------------
