@@ -71,11 +71,13 @@ def stage(modules: list[str]) -> None:
     for src, dst in LAYOUT.items():
         shutil.copytree(ROOT / src, STAGE / dst, ignore=ignore, dirs_exist_ok=True)
     shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=ignore)
+    shutil.copy(ROOT / "README.md", STAGE / "README.md")  # tests read the README's tables and snippets
     tests = sorted({t for m in modules for t in TESTS[m]})
     only = ", ".join(f'"{staged(m)}"' for m in modules)
     selection = ", ".join(f'"{t}"' for t in tests)
     (STAGE / "pyproject.toml").write_text(f"""[tool.mutmut]
 source_paths = ["tmd_bench"]
+also_copy = ["README.md"]
 only_mutate = [{only}]
 pytest_add_cli_args_test_selection = [{selection}]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
