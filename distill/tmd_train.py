@@ -40,7 +40,7 @@ class TMDTrainConfig:
     stage1_lr: float = 1e-4
     omega: float = 3.0  # CFG scale baked into the target
     fd_delta: float = 5e-3  # finite-difference step of the total derivative
-    tm_prob: float = 0.75  # probability of r = s (plain transition matching)
+    tm_prob: float = 0.75  # probability of r = s (plain transition matching; 1.0: plain TM, the paper's ablation)
     s_shift: float = 3.0  # γ of the s distribution
     text_dropout: float = 0.1
     # what a text-dropped sample is trained on: "guided", the CFG target ω-mixed with the unconditional head
@@ -58,6 +58,9 @@ class TMDTrainConfig:
     critic_t_shift: float = 5.0
     student_every: int = 5  # student updated on every 5th iteration, critics on the other 4
     disc_blocks: tuple[int, ...] | None = None  # None: the paper's taps for this depth
+    # the student's sample in stage 2: rolled out through the head's N inner steps (the paper), or, for the
+    # paper's "no rollout" ablation, the head's single flow-map jump s = 1 → 0 (sampling still runs N steps)
+    stage2_rollout: bool = True
     gradient_checkpointing: bool = False
     dtype: str = "float32"
 
@@ -84,6 +87,8 @@ DROPPED_TARGETS = ("unguided", "guided")
 
 
 def preset(teacher: str, **overrides) -> TMDTrainConfig:
+    if overrides.get("tm_prob") is not None and not 0.0 <= overrides["tm_prob"] <= 1.0:
+        raise ValueError(f"--tm-prob is a probability (0 to 1), got {overrides['tm_prob']}")
     if overrides.get("dropped_target") not in (None, *DROPPED_TARGETS):
         raise ValueError(f"--dropped-target must be one of {', '.join(DROPPED_TARGETS)}, got {overrides['dropped_target']!r}")
     base = PRESETS.get(teacher, PRESETS["shapes"])
@@ -186,7 +191,8 @@ class TMDStage2(DMDStep):
         t = sample_outer_times(cfg, b, g, x.device)
         x_t = x1 if cfg.outer_steps == 1 else flow.interpolate(x, x1, t)
         feats = self.student.backbone(x_t, t, text)
-        y_hat = rollout(self.student, feats, _randn(x.shape, g, x), cfg.tmd.inner_grid())
+        inner = cfg.tmd.inner_grid() if cfg.stage2_rollout else cfg.tmd.inner_grid(1)
+        y_hat = rollout(self.student, feats, _randn(x.shape, g, x), inner)
         return x_t - _bcast(t, x_t) * y_hat
 
     def export(self, folder: Path) -> Path:

@@ -101,6 +101,11 @@ def test_rerunning_a_row_reproduces_it(shapes_teacher_dir, tmp_path):
     (["--inner-steps", "0"], "--inner-steps must be ≥ 1"),
     (["--stage", "3"], "--stage must be 1, 2 or all"),
     (["--method", "gan"], "unknown method 'gan'"),
+    (["--tm-prob", "1.5"], "--tm-prob is a probability (0 to 1), got 1.5"),
+    (["--method", "kd", "--no-rollout"], "--tm-prob and --no-rollout are TMD's"),
+    (["--kd-warmup-iterations", "5"], "--kd-warmup-iterations is one-step dmd2's"),
+    (["--method", "dmd2", "--steps", "2", "--kd-warmup-iterations", "3"], "only one-step dmd2 has a KD warm-up"),
+    (["--method", "dmd2", "--steps", "1", "--kd-warmup-iterations", "-1"], "--kd-warmup-iterations must be ≥ 0"),
 ])
 def test_distill_bad_input(args, msg, shapes_teacher_dir, tmp_path):
     r = run("distill", "--teacher-path", shapes_teacher_dir, "--out", tmp_path / "d", *args)
@@ -129,6 +134,23 @@ def test_distill_then_evaluate_tmd_and_resume_checks(shapes_teacher_dir, tmp_pat
     assert list(tmd_rows["effective_nfe"]) == pytest.approx([1.0, 2.0])
     r = run("evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "tmd", "--out", tmp_path / "f")
     assert r.exit_code == 2 and "--checkpoint tmd=FOLDER" in r.output
+
+
+def test_distill_ablation_options_reach_the_students_training_config(shapes_teacher_dir, tmp_path):
+    """The paper's ablations from the CLI: plain TM in stage 1 (--tm-prob 1) and no rollout in stage 2; each
+    student records what it was trained with (its run card), and DMD2-v's one-step student without warm-up."""
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--tm-prob", "1", "--no-rollout", "--stage1-iterations",
+            "1", "--stage2-iterations", "1", "--batch-size", "2", "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    for stage in ("stage1", "stage2"):
+        cfg = json.loads((tmp_path / "t" / stage / "student" / "tmd_config.json").read_text())["train_config"]
+        assert cfg["tm_prob"] == 1.0 and cfg["stage2_rollout"] is False, cfg
+    r = run("distill", "--teacher-path", shapes_teacher_dir, "--method", "dmd2", "--steps", "1",
+            "--kd-warmup-iterations", "0", "--iterations", "1", "--batch-size", "2", "--out", tmp_path / "d")
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "d" / "kd-warmup").exists() and (tmp_path / "d" / "dmd2" / "student").is_dir()
+    cfg = json.loads((tmp_path / "d" / "dmd2" / "student" / "student_config.json").read_text())
+    assert cfg["train_config"]["kd_warmup_iterations"] == 0, cfg
 
 
 def test_distill_dmd2_and_kd_from_the_cli(shapes_teacher_dir, tmp_path):
@@ -170,11 +192,14 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
     monkeypatch.setitem(tmd_train.PRESETS, "shapes", replace(tmd_train.PRESETS["shapes"], stage1_iterations=2,
                                                             stage2_iterations=5, batch_size=2))
     monkeypatch.setitem(dmd2.PRESETS, "shapes", replace(dmd2.PRESETS["shapes"], iterations=5, batch_size=2))
-    r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "tmd-M2,dmd2-s2", "--limit", "2",
+    r = run("compare", "--teacher-path", shapes_teacher_dir, "--only", "tmd-M2,tmd-M2-tmmf,dmd2-s2", "--limit", "2",
             "--draws", "2", "--no-novel", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
+    # the shipped TMD trains stage 2 from the teacher; the paper's two-stage recipe is its own entry
+    assert not (tmp_path / "c" / "students" / "tmd-M2" / "stage1").exists()
+    assert (tmp_path / "c" / "students" / "tmd-M2-tmmf" / "stage1" / "student").is_dir()
     df = pd.read_csv(tmp_path / "c" / "eval" / "results.csv")
-    assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N4H2", "tmd-M2-N2H2-stage1", "dmd2-s2",
+    assert {"tmd-M2-N2H2", "tmd-M2-N1H2", "tmd-M2-N4H2", "tmd-M2-N2H2-tmmf", "tmd-M2-N2H2-stage1", "dmd2-s2",
             "teacher-euler-s50"} <= set(df["row_id"])
     # the second draw: the same rows on --seed 1000, pooled in the report with its claims and paired gaps
     d1 = pd.read_csv(tmp_path / "c" / "eval-draw1" / "results.csv")
@@ -200,12 +225,17 @@ def test_compare_distills_evaluates_and_reports(shapes_teacher_dir, tmp_path, mo
     from tmd_bench.teachers import load_teacher
 
     shipped = export_students(tmp_path / "c", dest=tmp_path / "ship")
-    assert {p.name for p in shipped} == {"tmd-M2", "dmd2-s2"}
+    assert {p.name for p in shipped} == {"tmd-M2", "tmd-M2-tmmf", "dmd2-s2"}
     prov = json.loads((tmp_path / "ship" / "tmd-M2" / "provenance.json").read_text())
-    assert prov["command"].startswith("tmd-bench compare --only tmd-M2") and prov["teacher_sha256"]
+    assert prov["command"].startswith("tmd-bench compare --only tmd-M2 ") and prov["teacher_sha256"]
+    assert set(prov["training_wall_time_s"]) == {"stage2"}
+    prov = json.loads((tmp_path / "ship" / "tmd-M2-tmmf" / "provenance.json").read_text())
     assert set(prov["training_wall_time_s"]) == {"stage1", "stage2"}
+    two_stage = claims.set_index("claim").loc["the two-stage recipe (TM-MF stage 1, then stage 2) ≥ stage 2 from the teacher"]
+    assert two_stage["paired"] == 4 and two_stage["verdict"] != "not tested"
     rows = student_evaluations({p.name: p for p in shipped})
-    assert len(rows) == 5  # tmd M2 (N2, N1, N4, stage 1) and dmd2-s2: the plan's rows, from the shipped folders
+    # tmd M2 (N2, N1, N4), the two-stage recipe and its stage 1, dmd2-s2: the plan's rows, from the shipped folders
+    assert len(rows) == 6
     teacher = load_teacher("shapes", shapes_teacher_dir)
     a = load_student(tmp_path / "c" / "students" / "tmd-M2" / "stage2" / "student", teacher)
     b = load_student(tmp_path / "ship" / "tmd-M2" / "stage2" / "student", teacher)

@@ -96,7 +96,7 @@ def test_model_card_is_a_hugging_face_card():
         assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
         assert card.data.base_model and "tmd-bench" in card.data.tags
         assert "from_pretrained" in card.text and "## Config" in card.text
-        assert "runs/draws8/report/report.csv" in card.text and "## Made by" in card.text  # its pooled rows
+        assert re.search(r"runs/draws8[a-z]?/report/report\.csv", card.text) and "## Made by" in card.text  # its pooled rows
 
 
 def test_readme_snippet_runs_as_written(tmp_path, monkeypatch):

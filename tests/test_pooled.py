@@ -51,6 +51,11 @@ def test_matched_baselines():
     assert pooled.matched_baseline("tmd-M1-N2H2", rows) == "dmd2-s1"
     assert pooled.matched_baseline("tmd-M2-N2H2-novel", rows) == "dmd2-s2-novel"
     assert pooled.matched_baseline("tmd-M2-N2H2-stage1", rows) == "tmd-M2-N2H2"
+    # stage 2 from the teacher ships as the plain row: stage 1 is then matched with the stage 2 trained from it
+    two = rows | {"tmd-M2-N2H2-tmmf", "dmd2-s1-nokd"}
+    assert pooled.matched_baseline("tmd-M2-N2H2-stage1", two) == "tmd-M2-N2H2-tmmf"
+    assert pooled.matched_baseline("tmd-M2-N2H2-tmmf", two) == "dmd2-s2"  # a variant: its method's baseline
+    assert pooled.matched_baseline("dmd2-s1-nokd", two) is None
     assert pooled.matched_baseline("kd-s1", rows) == "dmd2-s1" and pooled.matched_baseline("rcm-s2", rows) == "dmd2-s2"
     assert pooled.matched_baseline("rcm-s4", rows) is None  # no DMD2-v at 4 steps evaluated
     assert pooled.matched_baseline("dmd2-s2", rows) is None and pooled.matched_baseline("teacher-euler-s8", rows) is None
@@ -96,6 +101,23 @@ def test_claims_and_gaps_pair_clips_over_every_draw(tmp_path):
     assert ("tmd-M2-N1H2", "vs matched baseline") in kinds and ("dmd2-s2", "vs teacher 50 steps") in kinds
     g = next(g for g in gaps if g["row_id"] == "tmd-M2-N1H2" and g["comparison"] == "vs matched baseline")
     assert g["diff"] == pytest.approx(c["diff"]) and g["paired"] == 120
+
+
+def test_variant_rows_are_compared_on_their_own_suite_and_ablation_claims_name_their_command(tmp_path):
+    rng = np.random.default_rng(1)
+    runs = []
+    rows = ["teacher-euler-s50", "dmd2-s1-nokd", "tmd-M2-N2H2-tmmf", "tmd-M2-N2H2-stage1", "dmd2-s2"]
+    for d in range(2):
+        _write_run(tmp_path / f"d{d}", 1000 * d, {r: rng.random(30) < 0.7 for r in rows})
+        runs.append(tmp_path / f"d{d}")
+    gaps = {(g["row_id"], g["comparison"]): g["baseline"] for g in pooled.gap_table(runs, rows)}
+    assert gaps[("dmd2-s1-nokd", "vs teacher 50 steps")] == "teacher-euler-s50"  # not "teacher-euler-s50-nokd"
+    assert gaps[("tmd-M2-N2H2-tmmf", "vs matched baseline")] == "dmd2-s2"
+    assert gaps[("tmd-M2-N2H2-stage1", "vs matched baseline")] == "tmd-M2-N2H2-tmmf"
+    claims = {c["claim"]: c for c in pooled.claims(runs, rows)}
+    plain = claims["TM-MF stage 1 ≥ plain TM stage 1 (stage 2 from each)"]
+    assert plain["verdict"] == "not tested" and "tmd-bench curves runs/ablation/" in plain["why"]
+    assert claims["stage 2 (DMD2-v through the head's rollout) ≥ stage 1 alone"]["paired"] == 60
 
 
 def test_report_pools_draws_and_writes_the_claims_and_gap_tables(tmp_path):

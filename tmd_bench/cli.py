@@ -329,6 +329,13 @@ def distill(
                                                  "guided (default: the CFG target, as the shipped students were "
                                                  "trained) or unguided (their own TM-MF target, as FastGen's "
                                                  "MeanFlow; 1.2 points worse in the README's ablation)."),
+    tm_prob: Optional[float] = typer.Option(None, help="TMD stage 1: probability of r = s (default 0.75, TM-MF); "
+                                            "1 trains plain transition matching (the paper's ablation)."),
+    rollout: bool = typer.Option(True, "--rollout/--no-rollout", help="TMD stage 2: the student's sample rolled "
+                                 "out through the head's N inner steps (default), or the head's one jump s = 1 → 0 "
+                                 "(the paper's no-rollout ablation; sampling still takes N steps)."),
+    kd_warmup_iterations: Optional[int] = typer.Option(None, help="dmd2 --steps 1: iterations of its KD warm-up "
+                                                       "(default: the preset's; 0: none, DMD2-v from the teacher)."),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -363,6 +370,12 @@ def distill(
     for flag, v in (("--iterations", iterations), ("--stage1-iterations", stage1_iterations),
                     ("--stage2-iterations", stage2_iterations), ("--kd-pairs", kd_pairs)):
         runtime.check_number(flag, v, 1, 10_000_000)
+    runtime.check_number("--kd-warmup-iterations", kd_warmup_iterations, 0, 10_000_000)
+    if method != "tmd" and (tm_prob is not None or not rollout):
+        raise ValueError("--tm-prob and --no-rollout are TMD's (stage 1 and stage 2); "
+                         f"--method {clip_text(method)} has neither")
+    if kd_warmup_iterations is not None and method != "dmd2":
+        raise ValueError(f"--kd-warmup-iterations is one-step dmd2's; --method {clip_text(method)} has no warm-up")
     runtime.check_number("--kd-teacher-steps", kd_teacher_steps, 1, runtime.MAX_STEPS)
     runtime.check_number("--outer-steps", outer_steps, 1, 16)
     runtime.check_number("--inner-steps", inner_steps, 1, 64)
@@ -396,7 +409,7 @@ def distill(
         _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device,
                               resume, out, checkpoint_every, kd_pairs, kd_teacher_steps, data, dtype=dtype,
                               prompts=prompts, size=size, gradient_checkpointing=gradient_checkpointing,
-                              shapes=spec.world == "shapes")
+                              shapes=spec.world == "shapes", kd_warmup_iterations=kd_warmup_iterations)
         return
     stages = {"all": (1, 2), "1": (1,), "2": (2,)}.get(stage)
     if stages is None:
@@ -404,7 +417,7 @@ def distill(
     cfg = preset(teacher, outer_steps=outer_steps, inner_steps=inner_steps, head_blocks=head_blocks,
                  stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations,
                  batch_size=batch_size, seed=seed, gradient_checkpointing=gradient_checkpointing,
-                 dropped_target=dropped_target)
+                 dropped_target=dropped_target, tm_prob=tm_prob, stage2_rollout=None if rollout else False)
     if parallel is not None and parallel.mixed_precision:
         dtype = "float32"  # fp32 master weights, bf16 compute
     t = runtime.load(teacher, teacher_path, device, dtype, **size)
@@ -437,7 +450,7 @@ def _evaluate_hint(teacher, teacher_path, method, student, steps, t) -> str:
 
 def _distill_full_student(method, teacher, teacher_path, steps, iterations, batch_size, seed, device, resume, out,
                           checkpoint_every, kd_pairs, kd_teacher_steps, data=None, dtype=None, prompts=None,
-                          size=None, gradient_checkpointing=None, shapes=False):
+                          size=None, gradient_checkpointing=None, shapes=False, kd_warmup_iterations=None):
     """DMD2-v or KD: the whole network as a few-step student."""
     from dataclasses import replace
 
@@ -456,7 +469,9 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
                          "checkpointing option (tmd, dmd2 and kd do)")
     cfg = dmd2.preset(teacher, steps=steps, iterations=iterations, batch_size=batch_size, seed=seed,
                       kd_pairs=kd_pairs, kd_teacher_steps=kd_teacher_steps,
-                      gradient_checkpointing=gradient_checkpointing)
+                      gradient_checkpointing=gradient_checkpointing, kd_warmup_iterations=kd_warmup_iterations)
+    if kd_warmup_iterations and cfg.steps != 1:
+        raise ValueError(f"--kd-warmup-iterations: only one-step dmd2 has a KD warm-up (--steps {cfg.steps})")
     pairs = method == "kd" or (method == "dmd2" and cfg.steps == 1 and cfg.kd_warmup_iterations > 0)
     if prompts is not None and not pairs:
         raise ValueError(f"--prompts feeds the KD warm-up of one-step dmd2; --steps {cfg.steps} has none")
@@ -506,8 +521,9 @@ def _distill_full_student(method, teacher, teacher_path, steps, iterations, batc
 def compare(
     teacher: str = typer.Option("shapes", help="Teacher id."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
-    only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M1, tmd-M2-H1, dmd2-s1, dmd2-s2, "
-                                       "dmd2-s4, rcm, kd, meanflow); default: all."),
+    only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M2-tmmf, tmd-M1, tmd-M2-H1, "
+                                       "dmd2-s1, dmd2-s1-nokd, dmd2-s2, dmd2-s3, dmd2-s4, rcm, kd, meanflow); "
+                                       "default: all."),
     limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/compare"), help="Folder: students/<entry>/, eval/, report/."),

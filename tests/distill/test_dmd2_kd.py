@@ -120,3 +120,17 @@ def test_one_step_dmd2_runs_kd_warmup_then_dmd(tmp_path):
     assert student.config["steps"] == 1
     with pytest.raises(ValueError, match="holds a 'dmd2' student, not a 'kd' one"):
         dmd2.load_full_student(final, teacher, "kd")
+
+
+def test_one_step_dmd2_without_its_kd_warmup_starts_from_the_teacher(tmp_path):
+    """Fair M = 1 (issue 14): kd_warmup_iterations=0 skips the warm-up, as TMD M1 has none; the student's
+    first DMD2-v iteration then starts from the teacher's weights."""
+    teacher = tiny_shapes_teacher()
+    cfg = DMD2Config(**{**CFG.__dict__, "steps": 1, "kd_warmup_iterations": 0, "iterations": 1})
+    final = dmd2.run_dmd2(teacher, cfg, tmp_path, checkpoint_every=5)
+    assert not (tmp_path / "kd-warmup").exists()
+    student = dmd2.load_full_student(final, teacher, "dmd2")
+    assert student.config["steps"] == 1
+    # one iteration is a critic turn (the student moves every 5th): the student is still the teacher
+    for (name, a), b in zip(student.transformer.state_dict().items(), teacher.transformer.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)

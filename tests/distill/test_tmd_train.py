@@ -210,3 +210,61 @@ def test_dropped_target_must_be_known_and_defaults_to_guided():
     assert preset("shapes").dropped_target == "guided"
     with pytest.raises(ValueError, match="--dropped-target must be one of unguided, guided"):
         preset("shapes", dropped_target="cfg")
+
+
+def test_plain_tm_draws_r_equal_s_always_and_the_probability_is_checked():
+    """--tm-prob 1 is the paper's plain-TM ablation: every (s, r) pair has r = s, so the TM-MF target is the
+    plain CFG velocity (test_meanflow_target_is_v_when_r_equals_s); 0 draws a flow-map pair every time."""
+    from dataclasses import replace
+
+    s, r = sample_s_r(replace(CFG, tm_prob=1.0), 500, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(s, r)
+    s, r = sample_s_r(replace(CFG, tm_prob=0.0), 500, torch.Generator().manual_seed(0), "cpu")
+    assert (r < s).all()
+    assert preset("shapes", tm_prob=1.0).tm_prob == 1.0 and preset("shapes").tm_prob == 0.75
+    with pytest.raises(ValueError, match="--tm-prob is a probability"):
+        preset("shapes", tm_prob=1.5)
+
+
+@pytest.mark.parametrize("rollout", [True, False])
+def test_stage2_sample_rolls_out_n_inner_steps_or_takes_the_heads_one_jump(rollout, monkeypatch):
+    """The student's stage-2 sample x̂ = x_t − t·ŷ: with rollout, ŷ is the N-step rollout of the head
+    (gradients through each step); without (the paper's ablation), one head query at (s, r) = (1, 0), for
+    which the inner step gives ŷ = head(y1, 1, 0) exactly. Both replayed here from the same generator."""
+    from dataclasses import replace
+
+    from tmd_bench import flow
+    from tmd_bench.distill import tmd
+    from tmd_bench.distill.tmd_train import sample_outer_times
+
+    teacher = tiny_shapes_teacher()
+    cfg = replace(CFG, inner_steps=3, stage2_rollout=rollout)
+    st = student_of(teacher, cfg)
+    with torch.no_grad():
+        st.fusion.out.weight.normal_(0, 0.05)
+    method = TMDStage2(teacher, st, cfg)
+    x = torch.randn(teacher.latent_shape(2), generator=torch.Generator().manual_seed(1))
+    text = teacher.encode_text(["a small red circle moving left on a black background"] * 2)
+    queries = []
+    head = st.head
+    monkeypatch.setattr(st, "head", lambda y, s, r, feats, time=None: queries.append((float(s[0]), float(r[0])))
+                        or head(y, s, r, feats, time))
+    got = method.student_sample(x, text, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # replay: x1, t, then y1, as student_sample draws them
+    x1 = torch.randn(x.shape, generator=g)
+    t = sample_outer_times(cfg, 2, g, "cpu")
+    x_t = flow.interpolate(x, x1, t)
+    y1 = torch.randn(x.shape, generator=g)
+    with torch.no_grad():
+        feats = st.backbone(x_t, t, text)
+        if rollout:
+            y_hat = tmd.rollout(st, feats, y1, cfg.tmd.inner_grid())
+        else:
+            y_hat = head(y1, torch.ones(2), torch.zeros(2), feats)
+    torch.testing.assert_close(got.detach(), x_t - t.view(-1, 1, 1, 1, 1) * y_hat, rtol=1e-4, atol=1e-5)
+    assert len(queries) == (6 if rollout else 1)  # the replay's rollout queries the patched head too
+    if not rollout:
+        assert queries == [(1.0, 0.0)]
+    full = TMDStage2(teacher, st, replace(cfg, stage2_rollout=not rollout)).student_sample(
+        x, text, torch.Generator().manual_seed(5))
+    assert (full.detach() - got.detach()).abs().max() > 1e-4  # the two samples differ: the option does something
