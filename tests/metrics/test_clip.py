@@ -227,3 +227,22 @@ def test_clip_score_equals_torchmetrics_clip_score_on_the_same_model(tiny_clip):
     # non-square: transformers crops at ⌊(W − S)/2⌋, torchvision/open_clip at round((W − S)/2) — one pixel, and
     # PIL's and torch's bicubic differ — so equal to within a point; a squash is several times further off
     assert max(errors) < 1.0 and sum(errors) < 0.25 * sum(squash_errors), (errors, squash_errors)
+
+
+def test_default_release_weights_are_found_in_the_local_hub_cache(tmp_path, monkeypatch):
+    """``load_clip(name)`` without a path reads the default release from the Hugging Face cache laid out
+    as ``huggingface_hub`` lays it out (refs/main → snapshots/<commit>/); nothing is downloaded."""
+    import huggingface_hub.constants
+    import open_clip
+
+    repo = open_clip.get_pretrained_cfg("ViT-B-32", clip.DEFAULT_RELEASE["ViT-B-32"])["hf_hub"].rstrip("/")
+    root = tmp_path / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("0123abcd")
+    weights = root / "snapshots" / "0123abcd" / clip.WEIGHT_FILES[0]
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"not read here")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert clip._hub_weights("ViT-B-32") == weights
+    with pytest.raises(clip.ClipWeightsNotFound, match="no default open_clip release known for 'RN50'; pass --clip-weights"):
+        clip._hub_weights("RN50")

@@ -95,3 +95,39 @@ def test_vbench_lite_normalises_the_features_and_averages_each_dimension_over_cl
     # clip 1's interior frames: 10 vs 20, 40 vs 25; clip 2 is linear
     assert dims["vb_motion_smoothness"] == pytest.approx(((1 - 12.5 / 255) + 1) / 2, abs=1e-6)
     assert dims["vb_dynamic_degree"] == 1.0  # both clips change by ≥ 10/255 everywhere
+
+
+def test_the_shortest_clips_each_dimension_still_computes():
+    """Two frames are enough for consistency and flicker, three for smoothness (not a constant 1)."""
+    assert vbench_lite.feature_consistency(drifting([0.5], 2)).item() == pytest.approx(math.cos(0.5))
+    three = levels_clip([[0, 30, 0]])
+    assert vbench_lite.motion_smoothness(three).item() == pytest.approx(1 - 30 / 255, abs=1e-6)
+    assert vbench_lite.temporal_flickering(levels_clip([[0, 30]])).item() == pytest.approx(1 - 30 / 255, abs=1e-6)
+
+
+def test_frames_are_clamped_to_the_valid_range_and_quantised_to_8_bits():
+    # out-of-range values read as the range's ends; 250/255 stays level 250 (a 256 scale would make it 251)
+    over = levels_clip([[0, 250]]) * torch.tensor([1.0, 1.0]).view(1, 1, 2, 1, 1)
+    over[:, :, 0] = -1.7  # below black
+    assert vbench_lite.temporal_flickering(over).item() == pytest.approx(1 - 250 / 255, abs=1e-6)
+    top = levels_clip([[0, 255]])
+    top[:, :, 1] = 1.9  # above white: still 255
+    assert vbench_lite.temporal_flickering(top).item() == pytest.approx(0.0, abs=1e-6)
+    between = levels_clip([[0, 10]])
+    between[:, :, 1] += 0.4 / 255 * 2  # 10.4 levels: quantised to 10
+    assert vbench_lite.temporal_flickering(between).item() == pytest.approx(1 - 10 / 255, abs=1e-6)
+
+
+@pytest.mark.parametrize("level,dynamic", [(7, 1.0), (6, 0.0)])  # exactly 6/255 is not above the threshold
+def test_dynamic_degree_on_a_tiny_clip_uses_its_single_largest_difference(level, dynamic):
+    x = torch.zeros(1, 3, 2, 2, 2)  # 12 differences: the top 5 % is one value
+    x[0, 0, 1, 0, 0] = level / 255
+    assert vbench_lite.dynamic_degree(x * 2 - 1).item() == dynamic
+
+
+def test_dynamic_degree_compares_consecutive_frames_and_scores_each_clip():
+    clip = levels_clip([[0, 20, 20, 20], [0, 0, 0, 0]])  # clip 1 moves once, then stays; clip 2 is still
+    assert vbench_lite.dynamic_degree(clip).tolist() == [1.0, 0.0]
+    # 3 levels per step: never above 6/255 between consecutive frames (against the first frame it reaches 9)
+    slow = levels_clip([[0, 3, 6, 9]])
+    assert vbench_lite.dynamic_degree(slow).tolist() == [0.0]
