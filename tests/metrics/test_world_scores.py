@@ -139,3 +139,27 @@ def test_a_clip_whose_objects_vanish_half_the_time_loses_half_its_quality():
     assert half["subject_presence"] == 0.5
     assert half["background_consistency"] == pytest.approx(0.5 * full["background_consistency"], abs=0.01)
     assert shapes.world_scores(half)["world_quality"] < 0.7 * shapes.world_scores(full)["world_quality"]
+
+
+@pytest.mark.parametrize("cx,cy", [(5.0, 6.0), (4.3, 7.8), (0.2, 11.6), (-2.5, 3.1), (9.9, -0.4)])
+def test_subject_patch_is_bilinear_sampling_with_zeros_outside_as_grid_sample(cx, cy):
+    """The subject-consistency descriptor's patch against torch's ``grid_sample`` (bilinear, zero padding,
+    align_corners=False: continuous coordinate c ↔ 2c/W − 1, pixel centres at i + 0.5), at the centre,
+    off the pixel grid, at the frame's edges and partly outside it."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    img = rng.random((12, 10, 3))
+    r = 3
+    got = shapes._patch(img, cx, cy, radius=r).reshape(2 * r + 1, 2 * r + 1, 3)
+    off = torch.arange(-r, r + 1, dtype=torch.float64)
+    gy, gx = torch.meshgrid(cy + off, cx + off, indexing="ij")
+    grid = torch.stack([2 * gx / 10 - 1, 2 * gy / 12 - 1], dim=-1)[None]
+    ref = F.grid_sample(torch.from_numpy(img).permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+
+
+def test_scores_are_clipped_to_the_unit_interval():
+    assert [shapes._clip01(v) for v in (-0.3, 0.0, 0.42, 1.0, 1.7)] == [0.0, 0.0, 0.42, 1.0, 1.0]
