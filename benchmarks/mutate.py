@@ -127,8 +127,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--module", action="append", choices=sorted(TESTS), help="a module to mutate (repeatable)")
     ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--stage", type=Path, default=STAGE, help="staging folder (default runs/mutate); a run "
+                    "wipes it, so runs kept side by side need their own")
     ap.add_argument("--summary-only", action="store_true", help="summarise the last run in runs/mutate/")
     args = ap.parse_args()
+    global STAGE
+    STAGE = args.stage.resolve()
     modules = args.module or list(TESTS)
     try:
         import mutmut  # noqa: F401
