@@ -127,12 +127,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--module", action="append", choices=sorted(TESTS), help="a module to mutate (repeatable)")
     ap.add_argument("--max-children", type=int, default=2)
-    ap.add_argument("--stage", type=Path, default=STAGE, help="staging folder (default runs/mutate); a run "
+    ap.add_argument("--stage", type=Path, default=None, help="staging folder (default runs/mutate); a run "
                     "wipes it, so runs kept side by side need their own")
     ap.add_argument("--summary-only", action="store_true", help="summarise the last run in runs/mutate/")
-    args = ap.parse_args()
+    ap.add_argument("--recheck", type=Path, help="run only the mutants named in this file (one per line, e.g. "
+                    "a previous run's survivors.txt): after new tests, are they killed now?")
     global STAGE
-    STAGE = args.stage.resolve()
+    args = ap.parse_args()
+    STAGE = (args.stage or STAGE).resolve()
     modules = args.module or list(TESTS)
     try:
         import mutmut  # noqa: F401
@@ -141,7 +143,8 @@ def main() -> int:
         return 2
     if not args.summary_only:
         stage(modules)
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+        names = args.recheck.read_text().split() if args.recheck else []
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
                             cwd=STAGE).returncode
         if rc not in (0,):
             print(f"mutmut exited with {rc}", file=sys.stderr)

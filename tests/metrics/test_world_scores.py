@@ -163,3 +163,12 @@ def test_subject_patch_is_bilinear_sampling_with_zeros_outside_as_grid_sample(cx
 
 def test_scores_are_clipped_to_the_unit_interval():
     assert [shapes._clip01(v) for v in (-0.3, 0.0, 0.42, 1.0, 1.7)] == [0.0, 0.0, 0.42, 1.0, 1.0]
+
+
+def test_patch_correlation_of_a_flat_patch_is_zero_not_a_division_by_zero():
+    """A patch inside a flat-coloured object has no variance: its correlation is defined as 0."""
+    import numpy as np
+
+    assert shapes._rho(np.full(9, 0.4), np.arange(9.0)) == 0.0
+    assert shapes._rho(np.arange(9.0), 2 * np.arange(9.0) + 1) == pytest.approx(1.0)
+    assert shapes._rho(np.arange(9.0), -np.arange(9.0)) == pytest.approx(-1.0)
