@@ -153,3 +153,21 @@ def test_compile_keeps_counts_and_samples_and_reports_its_time_apart(wan_pipelin
     assert card["latency_protocol"]["torch_compile"] and "--compile" in card["command"]
     r = CliRunner().invoke(app, [*base, "--compile", "--latency-warmup", "0", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--compile needs --latency-warmup" in r.output
+
+
+def test_compile_blocks_defaults_to_inductor_honours_the_environment_and_compiles_shared_blocks_once(monkeypatch):
+    import torch
+
+    from tmd_bench import harness
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: seen.append(options) or fn)
+    monkeypatch.delenv("TMD_BENCH_COMPILE_BACKEND", raising=False)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert harness.compile_blocks([a, b, a]) == 2  # a block shared between networks: compiled once
+    assert [o["backend"] for o in seen] == ["inductor", "inductor"]
+    monkeypatch.setenv("TMD_BENCH_COMPILE_BACKEND", "eager")
+    assert harness.compile_blocks([torch.nn.Linear(2, 2)]) == 1 and seen[-1]["backend"] == "eager"
+    assert harness.compile_blocks([torch.nn.Linear(2, 2)], backend="aot_eager", mode="max-autotune") == 1
+    assert seen[-1] == {"backend": "aot_eager", "mode": "max-autotune"}  # an explicit choice wins
+    assert harness.compile_blocks([a, b]) == 0
