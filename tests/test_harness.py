@@ -171,3 +171,45 @@ def test_compile_blocks_defaults_to_inductor_honours_the_environment_and_compile
     assert harness.compile_blocks([torch.nn.Linear(2, 2)], backend="aot_eager", mode="max-autotune") == 1
     assert seen[-1] == {"backend": "aot_eager", "mode": "max-autotune"}  # an explicit choice wins
     assert harness.compile_blocks([a, b]) == 0
+
+
+def test_counter_counts_each_network_apart_positional_or_keyword():
+    """Wan2.2 A14B's two experts: one Counter over both, rows per network, inputs given by keyword too."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with harness.Counter([a, b], [a]) as c:
+        a(torch.zeros(3, 2))
+        b(torch.zeros(2, 2))
+        b(input=torch.zeros(1, 2))
+    assert c.networks == [a, b] and c.rows_by_network == [3, 3] and c.network_rows == 6 and c.block_rows == 3
+    with harness.Counter(b, []) as single:
+        b(torch.zeros(4, 2))
+    assert single.networks == [b] and single.rows_by_network == [4] and single.network_rows == 4
+
+
+def test_generate_passes_each_clips_seed_and_reports_nfe_per_network():
+    """TMD draws its inner noise from each clip's seed: a batch of 3 equals batches of 2 + 1 only if the
+    seeds reach the sampler; NFE per network is per clip (the rows over the clips)."""
+    import copy
+
+    from conftest import tiny_shapes_teacher
+    from tmd_bench.distill.tmd import TMDConfig, TMDStudent, tmd_method
+
+    teacher = tiny_shapes_teacher(seed=3)
+    st = TMDStudent(copy.deepcopy(teacher.transformer), TMDConfig(2, 2, 2))
+    with torch.no_grad():  # a live fusion: the head reads its noisy input (at initialisation it does not)
+        st.fusion.out.weight.normal_(0, 0.3)
+    method = tmd_method(st)
+    prompts = ["a small red circle moving left on a black background", "two large blue squares standing still"] * 2
+    seeds = [4, 5, 6, 7]
+    whole = harness.generate(method, teacher, prompts[:3], seeds[:3], 2, batch_size=3)
+    split = harness.generate(method, teacher, prompts[:3], seeds[:3], 2, batch_size=2)
+    torch.testing.assert_close(whole.videos, split.videos, rtol=1e-5, atol=1e-5)
+    assert whole.nfe_counted == 2 and whole.nfe_by_network == {}  # one network: no per-network columns
+    from dataclasses import replace
+
+    two = replace(method, network=[method.network, torch.nn.Linear(1, 1)], network_names=("student", "idle"))
+    per = harness.generate(two, teacher, prompts[:3], seeds[:3], 2, batch_size=2)
+    assert per.nfe_by_network == {"student": 2.0, "idle": 0.0} and per.nfe_counted == 2
+    other = harness.generate(method, teacher, prompts[:3], [4, 5, 8], 2, batch_size=3)
+    assert (other.videos[2] - whole.videos[2]).abs().max() > 1e-3  # the third clip's seed moved it
+    torch.testing.assert_close(other.videos[:2], whole.videos[:2], rtol=1e-5, atol=1e-5)
