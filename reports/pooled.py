@@ -135,6 +135,7 @@ CLAIMS = (
     ("TMD ≥ DMD2-v at matched M (TMD 2.5 effective NFE, DMD2-v 2)", "tmd-M2-N2H2", "dmd2-s2", "≥"),
     ("TMD ≥ DMD2-v at M = 1 (1.25 vs 1 effective NFE)", "tmd-M1-N2H2", "dmd2-s1", "≥"),
     ("TMD with a one-block head ≥ DMD2-v (2.25 vs 2 effective NFE)", "tmd-M2-N2H1", "dmd2-s2", "≥"),
+    ("TMD ≥ DMD2-v at 3 steps (3.5 vs 3 effective NFE)", "tmd-M2-N4H2", "dmd2-s3", "≥"),
     ("TMD ≥ DMD2-v at 4 steps (3.5 vs 4 effective NFE)", "tmd-M2-N4H2", "dmd2-s4", "≥"),
     ("TMD ≥ rCM at matched effective NFE (2 = 2)", "tmd-M2-N1H2", "rcm-s2", "≥"),
     ("TMD ≥ rCM at M = 1 (1.25 vs 1)", "tmd-M1-N2H2", "rcm-s1", "≥"),

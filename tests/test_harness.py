@@ -1,3 +1,4 @@
+import math
 import json
 
 import pytest
@@ -213,3 +214,37 @@ def test_generate_passes_each_clips_seed_and_reports_nfe_per_network():
     other = harness.generate(method, teacher, prompts[:3], [4, 5, 8], 2, batch_size=3)
     assert (other.videos[2] - whole.videos[2]).abs().max() > 1e-3  # the third clip's seed moved it
     torch.testing.assert_close(other.videos[:2], whole.videos[:2], rtol=1e-5, atol=1e-5)
+
+
+def test_latency_columns_name_every_stage_and_count_frames_per_second_over_the_batch():
+    lat = harness.Latency(text_s=0.1, denoise_s=0.5, decode_s=0.4, total_s=1.0, total_spread_s=0.05, repeats=3,
+                          warmup=1, batch_size=4, peak_memory_mb=12.5, memory_kind="cpu-rss",
+                          denoise_by_network_s={"high": 0.3, "low": 0.2})
+    assert lat.columns(frames=8) == {
+        "latency_text_s": 0.1, "latency_denoise_s": 0.5, "latency_decode_s": 0.4, "latency_total_s": 1.0,
+        "latency_total_spread_s": 0.05, "fps": 32.0, "peak_memory_mb": 12.5,
+        "latency_denoise_high_s": 0.3, "latency_denoise_low_s": 0.2}
+    zero = harness.Latency(0.0, 0.0, 0.0, 0.0, 0.0, 1, 0, 1, 0.0, "cpu-rss")
+    assert math.isnan(zero.columns(frames=8)["fps"])
+
+
+def test_latency_inside_each_network_is_timed_apart_and_an_idle_network_takes_no_time(shapes_teacher):
+    from dataclasses import replace
+
+    method = harness.teacher_method(shapes_teacher, "euler", 4.0)
+    two = replace(method, network=[method.network, torch.nn.Linear(1, 1)], network_names=("teacher", "idle"))
+    lat = harness.measure_latency(two, shapes_teacher, "a small red circle moving left on a black background", 0, 2,
+                                  warmup=0, repeats=1)
+    assert lat.denoise_by_network_s["idle"] == 0.0
+    assert 0 < lat.denoise_by_network_s["teacher"] <= lat.denoise_s
+
+
+def test_sync_waits_for_cuda_only(monkeypatch):
+    """The timers' synchronisation (a GPU path: without it CUDA timings measure the launch, not the work)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    harness.sync(torch.device("cpu"))
+    assert calls == []
+    cuda = torch.device("cuda", 0)
+    harness.sync(cuda)
+    assert calls == [cuda]
