@@ -248,3 +248,15 @@ def test_sync_waits_for_cuda_only(monkeypatch):
     cuda = torch.device("cuda", 0)
     harness.sync(cuda)
     assert calls == [cuda]
+
+
+def test_latency_records_its_protocol_and_the_process_peak_memory_in_mib(shapes_teacher):
+    import resource
+
+    method = harness.teacher_method(shapes_teacher, "euler", 4.0)
+    lat = harness.measure_latency(method, shapes_teacher, "a small red circle moving left on a black background", 0, 1,
+                                  warmup=2, repeats=3, batch_size=2)
+    assert (lat.warmup, lat.repeats, lat.batch_size, lat.memory_kind) == (2, 3, 2, "process_peak_rss")
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    assert lat.peak_memory_mb == pytest.approx(rss_mib, rel=0.05)
+    assert lat.first_total_s > 0 and lat.total_spread_s >= 0
