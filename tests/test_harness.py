@@ -260,3 +260,23 @@ def test_latency_records_its_protocol_and_the_process_peak_memory_in_mib(shapes_
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     assert lat.peak_memory_mb == pytest.approx(rss_mib, rel=0.05)
     assert lat.first_total_s > 0 and lat.total_spread_s >= 0
+
+
+def test_time_inside_a_network_adds_up_over_its_calls(shapes_teacher, monkeypatch):
+    """A fake clock (+1 s per reading): every network call lasts exactly 1 s between its entry and exit
+    hooks, so the time inside is the number of calls, not the last call's."""
+    import itertools
+    from dataclasses import replace
+
+    method = harness.teacher_method(shapes_teacher, "euler", 4.0)
+    two = replace(method, network=[method.network, torch.nn.Linear(1, 1)], network_names=("teacher", "idle"))
+    calls = []
+    handle = method.network.register_forward_hook(lambda *a: calls.append(1))
+    clock = itertools.count()
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: float(next(clock)))
+    try:
+        lat = harness.measure_latency(two, shapes_teacher, "a small red circle moving left on a black background", 0, 3,
+                                      warmup=0, repeats=1)
+    finally:
+        handle.remove()
+    assert len(calls) >= 3 and lat.denoise_by_network_s == {"teacher": float(len(calls)), "idle": 0.0}
