@@ -59,7 +59,8 @@ class TMDTrainConfig:
     student_every: int = 5  # student updated on every 5th iteration, critics on the other 4
     disc_blocks: tuple[int, ...] | None = None  # None: the paper's taps for this depth
     # the student's sample in stage 2: rolled out through the head's N inner steps (the paper), or, for the
-    # paper's "no rollout" ablation, the head's single flow-map jump s = 1 → 0 (sampling still runs N steps)
+    # paper's "no rollout" ablation, the head's single flow-map jump from the grid's first point s_N (≈ 1) to 0
+    # (sampling still runs N steps)
     stage2_rollout: bool = True
     gradient_checkpointing: bool = False
     dtype: str = "float32"

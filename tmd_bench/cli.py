@@ -332,7 +332,7 @@ def distill(
     tm_prob: Optional[float] = typer.Option(None, help="TMD stage 1: probability of r = s (default 0.75, TM-MF); "
                                             "1 trains plain transition matching (the paper's ablation)."),
     rollout: bool = typer.Option(True, "--rollout/--no-rollout", help="TMD stage 2: the student's sample rolled "
-                                 "out through the head's N inner steps (default), or the head's one jump s = 1 → 0 "
+                                 "out through the head's N inner steps (default), or the head's one jump s_N ≈ 1 → 0 "
                                  "(the paper's no-rollout ablation; sampling still takes N steps)."),
     kd_warmup_iterations: Optional[int] = typer.Option(None, help="dmd2 --steps 1: iterations of its KD warm-up "
                                                        "(default: the preset's; 0: none, DMD2-v from the teacher)."),

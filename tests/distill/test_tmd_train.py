@@ -229,8 +229,8 @@ def test_plain_tm_draws_r_equal_s_always_and_the_probability_is_checked():
 @pytest.mark.parametrize("rollout", [True, False])
 def test_stage2_sample_rolls_out_n_inner_steps_or_takes_the_heads_one_jump(rollout, monkeypatch):
     """The student's stage-2 sample x̂ = x_t − t·ŷ: with rollout, ŷ is the N-step rollout of the head
-    (gradients through each step); without (the paper's ablation), one head query at (s, r) = (1, 0), for
-    which the inner step gives ŷ = head(y1, 1, 0) exactly. Both replayed here from the same generator."""
+    (gradients through each step); without (the paper's ablation), one head query from the grid's first
+    point to 0, (s, r) = (s_N, 0). Both replayed here from the same generator."""
     from dataclasses import replace
 
     from tmd_bench import flow
@@ -247,7 +247,7 @@ def test_stage2_sample_rolls_out_n_inner_steps_or_takes_the_heads_one_jump(rollo
     text = teacher.encode_text(["a small red circle moving left on a black background"] * 2)
     queries = []
     head = st.head
-    monkeypatch.setattr(st, "head", lambda y, s, r, feats, time=None: queries.append((float(s[0]), float(r[0])))
+    monkeypatch.setattr(st, "head", lambda y, s, r, feats, time=None: queries.append((float(s.reshape(-1)[0]), float(r.reshape(-1)[0])))
                         or head(y, s, r, feats, time))
     got = method.student_sample(x, text, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)  # replay: x1, t, then y1, as student_sample draws them
@@ -257,14 +257,12 @@ def test_stage2_sample_rolls_out_n_inner_steps_or_takes_the_heads_one_jump(rollo
     y1 = torch.randn(x.shape, generator=g)
     with torch.no_grad():
         feats = st.backbone(x_t, t, text)
-        if rollout:
-            y_hat = tmd.rollout(st, feats, y1, cfg.tmd.inner_grid())
-        else:
-            y_hat = head(y1, torch.ones(2), torch.zeros(2), feats)
+        y_hat = tmd.rollout(st, feats, y1, cfg.tmd.inner_grid() if rollout else cfg.tmd.inner_grid(1))
     torch.testing.assert_close(got.detach(), x_t - t.view(-1, 1, 1, 1, 1) * y_hat, rtol=1e-4, atol=1e-5)
-    assert len(queries) == (6 if rollout else 1)  # the replay's rollout queries the patched head too
+    assert len(queries) == (6 if rollout else 2)  # the replay's rollout queries the patched head too
     if not rollout:
-        assert queries == [(1.0, 0.0)]
+        first = float(cfg.tmd.inner_grid()[0])
+        assert queries[0] == pytest.approx((first, 0.0)) and first > 0.99
     full = TMDStage2(teacher, st, replace(cfg, stage2_rollout=not rollout)).student_sample(
         x, text, torch.Generator().manual_seed(5))
     assert (full.detach() - got.detach()).abs().max() > 1e-4  # the two samples differ: the option does something
