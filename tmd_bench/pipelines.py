@@ -123,11 +123,9 @@ class _StudentPipeline(DiffusionPipeline):
             if dtype not in (None, torch.float32) and kwargs.get("vae") is None and (folder / "vae").is_dir():
                 # a copied Wan VAE decodes in float32 whatever the load dtype, as the harness's teacher does:
                 # loaded in bf16 and cast back it would not be the same weights
-                from diffusers import AutoencoderKLWan
+                from tmd_bench.teachers import load_wan_vae
 
-                from tmd_bench.teachers import load_component
-
-                kwargs["vae"] = load_component(AutoencoderKLWan, folder, "vae", torch.float32)
+                kwargs["vae"] = load_wan_vae(folder)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # -- the pieces of a call ------------------------------------------------------------------
@@ -432,11 +430,9 @@ def load_teacher_components(index: dict, wanted: list[str], dtype=None) -> dict:
 
             out[c] = load_component(UMT5EncoderModel, folder, "text_encoder", dtype or torch.float32)
         elif c == "vae" and (folder / "vae").is_dir():
-            from diffusers import AutoencoderKLWan
+            from tmd_bench.teachers import load_wan_vae
 
-            from tmd_bench.teachers import load_component
-
-            out[c] = load_component(AutoencoderKLWan, folder, "vae", torch.float32)  # Wan's VAE decodes in fp32
+            out[c] = load_wan_vae(folder)
     return out
 
 

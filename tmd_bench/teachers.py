@@ -313,16 +313,21 @@ def load_teacher(name: str = "shapes", path: str | Path | None = None, device: s
             raise ValueError(f"{folder}: transformer and transformer_2 differ in architecture (two experts of one "
                              "model share it)")
     if (folder / "vae").is_dir():
-        from diffusers import AutoencoderKLWan
-
-        # The Wan VAE decodes in float32 (its causal convolutions are sensitive to bf16).
-        codec: torch.nn.Module = WanCodec(load_component(AutoencoderKLWan, folder, "vae", torch.float32))
+        codec: torch.nn.Module = WanCodec(load_wan_vae(folder))
     else:
         codec = IdentityCodec()
     for module in (transformer, text_encoder, codec, *([transformer_2] if transformer_2 is not None else [])):
         module.to(device).eval().requires_grad_(False)
     return Teacher(spec, transformer, text_encoder, tokenizer, codec, folder, meta, scheduler_config(folder),
                    transformer_2=transformer_2)
+
+
+def load_wan_vae(folder: Path):
+    """``folder/vae`` in float32 whatever the compute dtype: the Wan VAE's causal convolutions are
+    sensitive to bf16 (teachers, student pipelines and their referenced components all decode so)."""
+    from diffusers import AutoencoderKLWan
+
+    return load_component(AutoencoderKLWan, folder, "vae", torch.float32)
 
 
 def load_component(cls, folder: Path, sub: str, dtype: torch.dtype):

@@ -107,7 +107,7 @@ def test_the_shortest_clips_each_dimension_still_computes():
 
 def test_frames_are_clamped_to_the_valid_range_and_quantised_to_8_bits():
     # out-of-range values read as the range's ends; 250/255 stays level 250 (a 256 scale would make it 251)
-    over = levels_clip([[0, 250]]) * torch.tensor([1.0, 1.0]).view(1, 1, 2, 1, 1)
+    over = levels_clip([[0, 250]])
     over[:, :, 0] = -1.7  # below black
     assert vbench_lite.temporal_flickering(over).item() == pytest.approx(1 - 250 / 255, abs=1e-6)
     top = levels_clip([[0, 255]])
