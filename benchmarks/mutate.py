@@ -143,6 +143,10 @@ def main() -> int:
     except ImportError:
         print("mutation testing needs mutmut: `pip install mutmut` (make mutate installs it)", file=sys.stderr)
         return 2
+    if args.recheck is not None and not args.recheck.is_file():
+        print(f"--recheck {args.recheck}: no such file (a list of mutant names, e.g. a run's survivors.txt)",
+              file=sys.stderr)
+        return 2
     if not args.summary_only:
         stage(modules)
         names = args.recheck.read_text().split() if args.recheck else []
