@@ -61,7 +61,7 @@ TESTS = {
     "tmd_bench/sampling.py": ["tests/test_flow_sampling.py"],
     "distill/losses.py": ["tests/test_guards_training.py"],
     # the pure-function tests only: the report tests build pages and open a browser (minutes per mutant)
-    "reports/pareto.py": ["tests/test_pooled.py", "tests/test_guards_metrics.py",
+    "reports/pareto.py": ["tests/test_pooled.py", "tests/test_guards_metrics.py", "tests/test_pareto_ticks.py",
                           "tests/test_report.py::test_pareto_front_keeps_exactly_the_undominated_points",
                           "tests/test_report.py::test_svg_escapes_labels_and_marks_the_front",
                           "tests/test_report.py::test_pareto_front_equals_the_definition_with_ties_and_missing_points"],

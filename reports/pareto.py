@@ -70,25 +70,27 @@ def _fmt(v: float) -> str:
 
 
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 × 10^k apart) covering [lo, hi], about ``target`` of them."""
+    """Round tick values (1, 2 or 5 × 10^k apart) covering [lo, hi], about ``target`` of them and at least 3
+    (at most one per representable value: a span of a few ulps cannot loop)."""
     span = hi - lo
-    if not span > 0:
+    if not span > 0 or not math.isfinite(span):
         return [lo]
     raw = span / max(target - 1, 1)
     mag = 10.0 ** math.floor(math.log10(raw))
 
-    def count(step: float) -> int:
-        return int(math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9)) + 1
+    def ends(step: float) -> tuple[int, int]:  # the first and last multiples of step inside [lo, hi]
+        return math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
 
-    steps = [m * mag for m in (1, 2, 5, 10)]
-    step = min(steps, key=lambda st: (abs(count(st) - target) if count(st) >= 3 else 99, -st))
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    v = first
-    while v <= hi + 1e-9 * step:
-        ticks.append(round(v / step) * step)
-        v += step
-    return ticks
+    def count(step: float) -> int:
+        first, last = ends(step)
+        return last - first + 1
+
+    # the step whose count is nearest ``target`` among those giving 3 ticks or more (the larger on a tie);
+    # mag ≤ span, so 0.2·mag always gives at least 4
+    steps = [m * mag for m in (0.2, 0.5, 1, 2, 5, 10)]
+    step = min(steps, key=lambda st: (abs(count(st) - target) if count(st) >= 3 else math.inf, -st))
+    first, last = ends(step)
+    return list(dict.fromkeys(k * step for k in range(first, last + 1)))
 
 
 def _tick_text(v: float, percent: bool, step: float) -> str:
@@ -96,7 +98,11 @@ def _tick_text(v: float, percent: bool, step: float) -> str:
         digits = max(0, -math.floor(math.log10(step * 100) + 1e-9)) if step > 0 else 0
         return f"{100 * v:.{digits}f}%"
     digits = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 3
-    return f"{v:.{digits}f}" if digits <= 6 else _fmt(v)
+    if digits <= 6:
+        return f"{v:.{digits}f}"
+    # a tiny step: as many significant digits as tell two ticks apart (3e-09; 1.0000002 beside 1.0000004)
+    sig = max(1, math.floor(math.log10(max(abs(v), step)) + 1e-9) - math.floor(math.log10(step) + 1e-9) + 1)
+    return f"{v:.{sig}g}"
 
 
 LABEL_CHAR_PX = 5.6  # width of one character of a 10 px label (a safe over-estimate for system-ui)
