@@ -42,6 +42,16 @@ def test_snapshots_are_kept_and_evaluated_into_curves(shapes_teacher_dir, tmp_pa
     stage1 = df[df["run"] == "tmd/stage1"]
     assert list(stage1["iteration"]) == [2] and stage2["wall_s"].min() >= stage1["wall_s"].max()
     assert set(df["num_clips"]) == {2} and df["all_correct"].between(0, 1).all()
+    # the Markdown table carries the CSV's numbers: one line per run and stage, a column per iteration
+    md = (tmp_path / "curves" / "curves.md").read_text().splitlines()
+    assert md[0].startswith("| run / stage | 2 it | 4 it | 5 it |") and len(md) == 2 + df["run"].nunique()
+    line = next(x for x in md if x.startswith("| `tmd/stage2` |")).split(" | ")
+    for k, col in ((2, 1), (4, 2), (5, 3)):
+        r = stage2[stage2["iteration"] == k].iloc[0]
+        assert line[col] == f"{100 * r['all_correct']:.1f}% ± {100 * r['all_correct_se']:.1f}"
+    assert line[4] == f"{stage2['wall_s'].iloc[-1]:,.0f} s (5 it)"
+    stage1_line = next(x for x in md if x.startswith("| `tmd/stage1` |")).split(" | ")
+    assert stage1_line[1] != "" and stage1_line[2] == "" and stage1_line[3] == ""  # stage 1 has no 4 or 5
     html = (tmp_path / "curves" / "curves.html").read_text()
     assert html.count("<svg") >= 4 and "distillation iterations" in html and "training wall time" in html
     # the rows are ordinary evaluation rows, one per snapshot, tagged by run, stage and iteration

@@ -9,7 +9,8 @@ given run folders, evaluates every one with the same suite, metrics and seed dra
 - ``curves.csv``: one line per (run, stage, iteration): the training wall time up to that snapshot
   (a TMD stage 2 adds its stage 1's), and each metric with its standard error;
 - ``curves.html``: for each metric, one plot against iterations and one against wall time, one line
-  per run and stage with its 95 % band.
+  per run and stage with its 95 % band;
+- ``curves.md``: all-correct at each snapshot, one line per run and stage (the README's table).
 
 Same suite, same seeds, same harness: the points on one plot differ only in how long the student
 trained.
@@ -108,6 +109,35 @@ def curve_rows(snaps: list[Snapshot], pooled) -> list[dict]:
     return sorted(out, key=lambda r: (r["run"], r["iteration"]))
 
 
+def curves_markdown(records: list[dict], metric: str = "all_correct") -> str:
+    """One line per run and stage: ``metric`` at each snapshot's iteration (a rate in percent, ± its standard
+    error), then the training wall time and iterations of its last point. Written as ``curves.md``."""
+    iterations = sorted({r["iteration"] for r in records if metric in r})
+    runs: dict[str, dict] = {}
+    for r in records:
+        if metric in r:
+            runs.setdefault(r["run"], {})[r["iteration"]] = r
+    percent = metric == "all_correct"
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return ""
+        v, se = r[metric], r.get(f"{metric}_se")
+        has_se = se is not None and se == se
+        if percent:
+            return f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if has_se else "")
+        return f"{v:.3g}" + (f" ± {se:.2g}" if has_se else "")
+
+    head = ["run / stage", *[f"{k:,} it" for k in iterations], "wall time to the last point", "clips per point"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, points in runs.items():
+        last = points[max(points)]
+        lines.append("| " + " | ".join([f"`{run}`", *[cell(points.get(k)) for k in iterations],
+                                        f"{last['wall_s']:,.0f} s ({max(points):,} it)",
+                                        str(last.get("num_clips", ""))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
     import pandas as pd
 
@@ -117,6 +147,7 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "curves.csv"
     pd.DataFrame(records).to_csv(csv_path, index=False)
+    (out / "curves.md").write_text(curves_markdown(records), encoding="utf-8")
     html = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench training curves</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}svg{background:#fff;"
             "border:1px solid #ddd;margin:0 12px 12px 0}svg .title{font-weight:600;font-size:14px}"
