@@ -522,7 +522,7 @@ def compare(
     teacher: str = typer.Option("shapes", help="Teacher id."),
     teacher_path: Optional[Path] = typer.Option(None, help="Teacher folder (diffusers layout)."),
     only: Optional[str] = typer.Option(None, help="Comma-separated plan entries (tmd-M2, tmd-M2-tmmf, tmd-M1, tmd-M2-H1, "
-                                       "dmd2-s1, dmd2-s1-nokd, dmd2-s2, dmd2-s3, dmd2-s4, rcm, kd, meanflow); "
+                                       "dmd2-s1, dmd2-s1-x3, dmd2-s1-nokd, dmd2-s2, dmd2-s3, dmd2-s4, rcm, kd, meanflow); "
                                        "default: all."),
     limit: Optional[int] = typer.Option(None, help="Evaluate on the first N prompts only."),
     device: str = typer.Option("auto", help=DEVICE_HELP),

@@ -32,13 +32,15 @@ def plan(teacher_name: str) -> list[Entry]:
         Entry("tmd-M2", "tmd", {"outer_steps": 2, "inner_steps": 2, "stages": (2,)}),
         # the paper's recipe: TM-MF stage 1, then stage 2 from it (its stage-1 student is evaluated too)
         Entry("tmd-M2-tmmf", "tmd", {"outer_steps": 2, "inner_steps": 2}),
-        # M = 1 is trained three times longer, as the paper does (both methods), and stage 2 from the teacher as
-        # tmd-M2; the 1,000-iteration snapshot of the same run is the matched budget (no setting depends on the
-        # total: constant learning rates, every draw seeded by its iteration)
+        # M = 1 is trained three times longer, as the paper does (both methods: dmd2-s1-x3 below), and stage 2
+        # from the teacher as tmd-M2; the 1,000-iteration snapshot of the same run is the matched budget of
+        # dmd2-s1 (no setting depends on the total: constant learning rates, every draw seeded by its iteration)
         Entry("tmd-M1", "tmd", {"outer_steps": 1, "inner_steps": 2, "stages": (2,), "stage2_iterations": 3000}),
         # equal compute: a one-block flow head (effective NFE 2·(1 + 1/8) = 2.25 against H = 2's 2.5)
         Entry("tmd-M2-H1", "tmd", {"outer_steps": 2, "inner_steps": 2, "head_blocks": 1}),
-        Entry("dmd2-s1", "dmd2", {"steps": 1, "iterations": 3000}),
+        Entry("dmd2-s1", "dmd2", {"steps": 1}),
+        # one-step DMD2-v trained three times longer (3,000 iterations), as tmd-M1
+        Entry("dmd2-s1-x3", "dmd2", {"steps": 1, "iterations": 3000}),
         # fair M = 1: DMD2-v's one-step student without its KD warm-up, as TMD M1 has none
         Entry("dmd2-s1-nokd", "dmd2", {"steps": 1, "kd_warmup_iterations": 0}),
         Entry("dmd2-s2", "dmd2", {"steps": 2}),
@@ -99,6 +101,8 @@ def student_evaluations(students: dict[str, Path]) -> list[tuple[list[str], list
     for m in (1, 2, 3, 4):
         if f"dmd2-s{m}" in s:
             ev.append((["dmd2"], [m], {"dmd2": str(s[f"dmd2-s{m}"] / "dmd2" / "student")}, {}))
+    if "dmd2-s1-x3" in s:
+        ev.append((["dmd2"], [1], {"dmd2": str(s["dmd2-s1-x3"] / "dmd2" / "student")}, {"tag": "x3"}))
     if "dmd2-s1-nokd" in s:
         ev.append((["dmd2"], [1], {"dmd2": str(s["dmd2-s1-nokd"] / "dmd2" / "student")}, {"tag": "nokd"}))
     if "rcm" in s:
