@@ -97,11 +97,13 @@ def _tick_text(v: float, percent: bool, step: float) -> str:
     if percent:
         digits = max(0, -math.floor(math.log10(step * 100) + 1e-9)) if step > 0 else 0
         return f"{100 * v:.{digits}f}%"
-    digits = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 3
-    if digits <= 6:
-        return f"{v:.{digits}f}"
+    if not step > 0:
+        return f"{v:.3f}"
+    exponent = math.floor(math.log10(step) + 1e-9)
+    if exponent >= -6:
+        return f"{v:.{max(0, -exponent)}f}"
     # a tiny step: as many significant digits as tell two ticks apart (3e-09; 1.0000002 beside 1.0000004)
-    sig = max(1, math.floor(math.log10(max(abs(v), step)) + 1e-9) - math.floor(math.log10(step) + 1e-9) + 1)
+    sig = max(1, math.floor(math.log10(max(abs(v), step)) + 1e-9) - exponent + 1)
     return f"{v:.{sig}g}"
 
 

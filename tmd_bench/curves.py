@@ -109,6 +109,15 @@ def curve_rows(snaps: list[Snapshot], pooled) -> list[dict]:
     return sorted(out, key=lambda r: (r["run"], r["iteration"]))
 
 
+def point_text(r: dict, metric: str) -> str:
+    """One snapshot's ``metric`` as the curves' tables show it: a rate in percent, ± its standard error."""
+    v, se = r[metric], r.get(f"{metric}_se")
+    has_se = se is not None and se == se
+    if metric == "all_correct":
+        return f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if has_se else "")
+    return f"{v:.3g}" + (f" ± {se:.2g}" if has_se else "")
+
+
 def curves_markdown(records: list[dict], metric: str = "all_correct") -> str:
     """One line per run and stage: ``metric`` at each snapshot's iteration (a rate in percent, ± its standard
     error), then the training wall time and iterations of its last point. Written as ``curves.md``."""
@@ -117,16 +126,9 @@ def curves_markdown(records: list[dict], metric: str = "all_correct") -> str:
     for r in records:
         if metric in r:
             runs.setdefault(r["run"], {})[r["iteration"]] = r
-    percent = metric == "all_correct"
 
     def cell(r: dict | None) -> str:
-        if r is None:
-            return ""
-        v, se = r[metric], r.get(f"{metric}_se")
-        has_se = se is not None and se == se
-        if percent:
-            return f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if has_se else "")
-        return f"{v:.3g}" + (f" ± {se:.2g}" if has_se else "")
+        return "" if r is None else point_text(r, metric)
 
     head = ["run / stage", *[f"{k:,} it" for k in iterations], "wall time to the last point", "clips per point"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -179,13 +181,7 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
         cells = [f"<td class='text'>{isolate(r['run'])}</td>", f"<td class='text'>{isolate(r['method'])}</td>",
                  f"<td>{r['iteration']}</td>", f"<td>{r['wall_s']:.0f}</td>"]
         for m in CURVE_METRICS:
-            v, se = r.get(m), r.get(f"{m}_se")
-            if v is None:
-                cells.append("<td></td>")
-            elif m == "all_correct":
-                cells.append(f"<td>{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if se == se and se is not None else "") + "</td>")
-            else:
-                cells.append(f"<td>{v:.3g}" + (f" ± {se:.2g}" if se == se and se is not None else "") + "</td>")
+            cells.append("<td></td>" if r.get(m) is None else f"<td>{point_text(r, m)}</td>")
         html.append("<tr>" + "".join(cells) + "</tr>")
     html.append("</tbody></table></body></html>")
     html_path = out / "curves.html"
