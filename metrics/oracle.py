@@ -347,15 +347,24 @@ def own_coverage(x: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _hole(alpha: np.ndarray, region: np.ndarray) -> int:
     """Pixels of coverage ≤ ½ inside ``region`` that are cut off from the rest of the frame's
-    low-coverage pixels by the object (4-connectivity): a ring's hole, not a dent in its outline."""
+    low-coverage pixels by the object (4-connectivity): a ring's hole, not a dent in its outline.
+
+    The low pixels that the frame's border reaches through low pixels are grown from the border at
+    once (whole-array steps, not a pixel-by-pixel flood fill of the background: this was half of the
+    oracle's time); only what stays unreached, usually nothing, is split into its components."""
     low = alpha <= 0.5
-    h, w = low.shape
+    outside = np.zeros_like(low)
+    for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        outside[edge] = low[edge]
+    while True:
+        grown = _dilate(outside) & low
+        if np.array_equal(grown, outside):
+            break
+        outside = grown
+    enclosed = low & ~outside
     n = 0
-    for comp in components(low):
-        ys, xs = comp[:, 0], comp[:, 1]
-        if ys.min() == 0 or xs.min() == 0 or ys.max() == h - 1 or xs.max() == w - 1:
-            continue  # reaches the border: outside, not enclosed
-        if region[ys, xs].all():
+    for comp in components(enclosed) if enclosed.any() else ():  # none of them reaches the border
+        if region[comp[:, 0], comp[:, 1]].all():
             n += len(comp)
     return n
 

@@ -8,6 +8,8 @@ the attribute each one contradicts.
 """
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from tmd_bench.metrics import oracle
 
@@ -253,3 +255,56 @@ def test_evaluate_reads_attributes_with_the_oracle_it_is_told():
     assert v2["all_correct"] == 1.0 and v3["acc_shape"] == 0.0
     with pytest.raises(ValueError, match="--oracle must be one of 2, 3"):
         shapes.evaluate_clips(clip.unsqueeze(0), [prompt], oracle_version=4)
+
+
+def _hole_by_definition(alpha, region):
+    """The hole's definition, pixel by pixel: the 4-connected components of coverage ≤ ½, flood-filled
+    one pixel at a time, that do not reach the frame's border and lie inside ``region``."""
+    low = alpha <= 0.5
+    h, w = low.shape
+    seen, n = set(), 0
+    for start in zip(*low.nonzero()):
+        if start in seen:
+            continue
+        comp, stack = [], [start]
+        seen.add(start)
+        while stack:
+            y, x = stack.pop()
+            comp.append((y, x))
+            for q in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= q[0] < h and 0 <= q[1] < w and low[q] and q not in seen:
+                    seen.add(q)
+                    stack.append(q)
+        if all(0 < y < h - 1 and 0 < x < w - 1 for y, x in comp) and all(region[p] for p in comp):
+            n += len(comp)
+    return n
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 14), st.floats(0.2, 0.8))
+def test_hole_counts_what_its_definition_counts(seed, size, fill):
+    """``_hole`` grows the border's reach in whole-array steps; it must count exactly the enclosed
+    low-coverage pixels that a pixel-by-pixel flood fill finds (mazes, spirals of random masks,
+    components that touch the border only at a corner, regions that cover a hole only in part)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    alpha = rng.random((size, size + rng.integers(0, 3)))
+    alpha = np.where(rng.random(alpha.shape) < fill, alpha * 0.5 + 0.5, alpha * 0.5)  # fill: share of > ½
+    region = rng.random(alpha.shape) < 0.85 if seed % 2 else np.ones(alpha.shape, bool)
+    assert oracle._hole(alpha, region) == _hole_by_definition(alpha, region)
+
+
+def test_hole_of_a_ring_and_of_a_dent():
+    import numpy as np
+
+    ring = np.ones((7, 7))
+    ring[2:5, 2:5] = 0.0  # a 3 × 3 hole, cut off from the border
+    everywhere = np.ones((7, 7), bool)
+    assert oracle._hole(ring, everywhere) == 9
+    dent = ring.copy()
+    dent[0:2, 3] = 0.0  # a channel to the border: a dent, no hole
+    assert oracle._hole(dent, everywhere) == 0
+    part = everywhere.copy()
+    part[3, 3] = False  # the region misses one pixel of the hole: not this object's hole
+    assert oracle._hole(ring, part) == 0
