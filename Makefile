@@ -29,8 +29,13 @@ browser:
 	  echo "installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# One pytest-xdist worker per core, at most 4 (each worker holds torch and a few tiny models: ~1.7 GB at
+# its peak); a test file stays on one worker, so its module fixtures (one torchrun launch, one tiny
+# checkpoint) are built once. tests/conftest.py gives each worker its share of the cores as threads.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q --durations=10
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile
 
 # Mutation testing (mutmut, from PyPI) of the modules where a silent bug corrupts results; not in CI
 # (hours for every module on 2 cores). One module: make mutate MUTATE_ARGS="--module reports/pareto.py"

@@ -10,6 +10,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one pytest-xdist worker per core: one thread each
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))  # and for the processes a test launches
+    torch.set_num_threads(_threads)
 
 from tmd_bench import world  # noqa: E402
 from tmd_bench.teachers import SHAPES_TEXT_CONFIG, TEACHERS, build_teacher  # noqa: E402

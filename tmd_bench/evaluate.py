@@ -381,8 +381,9 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
     seeds = [cfg.seed + i * k + j for i in range(len(suite.prompts)) for j in range(k)]
     env = environment(device)
     commit = git_commit()
-    for d in ("cards", "per_clip", "samples"):
-        (out / d).mkdir(exist_ok=True)
+    if distributed.is_main():  # the other ranks write nothing (and their `out` may not exist yet: rank 0 makes it)
+        for d in ("cards", "per_clip", "samples"):
+            (out / d).mkdir(exist_ok=True)
 
     total = len(methods) * len(cfg.steps) * len(prompts)
     with progress_bar(disable=not distributed.is_main()) as bar:
