@@ -308,3 +308,94 @@ def test_hole_of_a_ring_and_of_a_dent():
     part = everywhere.copy()
     part[3, 3] = False  # the region misses one pixel of the hole: not this object's hole
     assert oracle._hole(ring, part) == 0
+
+
+# -- the reader's parts, against their definitions -------------------------------------------------
+
+def test_read_shape_needs_a_good_fit_and_a_clear_runner_up():
+    """``_read_shape``: the best template's residual at most ``SHAPE_MAX_ERROR``, and the *runner-up*
+    (not the worst) at least ``SHAPE_RATIO`` times it; both bounds inclusive of the value they name."""
+    best, ratio = oracle.SHAPE_MAX_ERROR, oracle.SHAPE_RATIO
+    assert oracle._read_shape({"circle": 0.05, "square": 0.5, "triangle": 0.9}) == "circle"
+    assert oracle._read_shape({"circle": 0.9, "square": 0.05, "triangle": 0.5}) == "square"
+    assert oracle._read_shape({"circle": 0.30, "square": 0.9, "triangle": 0.95}) is None  # no template fits
+    # a close runner-up makes it ambiguous, however far off the third shape is
+    assert oracle._read_shape({"circle": 0.05, "square": 0.052, "triangle": 0.9}) is None
+    assert oracle._read_shape({"circle": best, "square": 0.9, "triangle": 0.95}) == "circle"  # at the bound: read
+    assert oracle._read_shape({"circle": best * 1.001, "square": 0.9, "triangle": 0.95}) is None
+    assert oracle._read_shape({"circle": 0.0625, "square": 0.0625 * ratio, "triangle": 0.9}) == "circle"
+    assert oracle._read_shape({"circle": 0.0625, "square": 0.0625 * ratio * 0.999, "triangle": 0.9}) is None
+
+
+@pytest.mark.parametrize("n,sigma", [(24, 0.5), (24, 1.1), (24, 3.0), (7, 1.8), (24, 0.0), (5, -1.0)])
+def test_blur_matrix_is_a_zero_padded_gaussian_convolution(n, sigma):
+    """``_blur_matrix(n, σ) @ v`` is v convolved with the normalised Gaussian of radius ⌈3σ⌉, zero outside
+    the frame (torch's conv1d as the reference); σ ≤ 0 is the identity. Built without the module's cache."""
+    import math
+
+    import numpy as np
+
+    m = oracle._blur_matrix(n, sigma)
+    v = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    if sigma <= 0:
+        assert np.array_equal(m, np.eye(n))
+        return
+    r = math.ceil(3 * sigma)
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-x**2 / (2 * sigma**2))
+    k = k / k.sum()
+    ref = torch.nn.functional.conv1d(v.view(1, 1, n), k.view(1, 1, -1), padding=r).view(n)  # symmetric kernel
+    assert np.allclose(m @ v.numpy(), ref.numpy(), atol=1e-12, rtol=0)
+
+
+def test_joint_motion_measures_pixel_centres_and_the_slope_over_the_clip():
+    """A one-pixel dot at row y, column x has its centroid at the pixel's centre (x + ½, y + ½), the
+    world's coordinates; moving one column per frame over F frames it is displaced by F − 1 columns."""
+    import numpy as np
+
+    alpha = np.zeros((F, H, W))
+    for f in range(F):
+        alpha[f, 5, 3 + f] = 3.0  # an area of 3 per frame: above half of MIN_AREA
+    areas, centroids, displacement = oracle.joint_motion(alpha)
+    assert np.allclose(areas, 3.0)
+    assert np.allclose(centroids, [[3 + f + 0.5, 5.5] for f in range(F)])
+    assert np.allclose(displacement, [F - 1, 0.0])
+    faint = alpha / 3.0  # area 1 per frame: below half of MIN_AREA, no displacement is measured
+    assert np.array_equal(oracle.joint_motion(faint)[2], [0.0, 0.0])
+
+
+def test_each_frame_of_a_clean_object_reads_its_shape():
+    """Per frame (``Blob.shape``), not only over the track: a clean render fits its template in every frame."""
+    r = oracle.read(compose("navy", ("white", coverage("triangle", LARGE, 12.0, 12.0, vx=0.9))))
+    assert [b.shape for b in r.objects[0].blobs] == ["triangle"] * F
+
+
+def test_a_hole_of_hole_min_area_pixels_unmakes_the_shape():
+    """The bound is inclusive: ``HOLE_MIN_AREA`` enclosed pixels make a ring in every frame (no shape per
+    frame, none for the object); one pixel fewer leaves a square."""
+    for hole_px, expected in ((oracle.HOLE_MIN_AREA, None), (oracle.HOLE_MIN_AREA - 1, "square")):
+        solid = torch.zeros(F, H, W)
+        solid[:, 6:18, 6:18] = 1.0
+        solid[:, 11, 11:11 + hole_px] = 0.0
+        r = oracle.read(compose("black", ("red", solid)))
+        assert [b.hole for b in r.objects[0].blobs] == [hole_px] * F
+        assert {b.shape for b in r.objects[0].blobs} == {expected} and r.attributes["shape"] == expected
+
+
+def test_the_reader_does_not_assume_square_frames():
+    """The same scene with background added below and to the right (30 × 36 frames, not 24 × 24) reads the
+    same attributes, size and blur: rows and columns are never mixed up. (Not to the last digit: the
+    widest blurred templates reach the frame's edge, where they are zero-padded.)"""
+    scene = compose("navy", ("white", coverage("circle", SMALL, 9.0, 10.0, vy=0.8)),
+                    ("yellow", coverage("square", SMALL, 17.0, 8.0, vy=0.8)))
+    bg = scene[:, :, :1, :1]
+    tall = torch.cat([scene, bg.expand(3, F, 6, W)], 2)
+    wide = torch.cat([tall, bg.expand(3, F, H + 6, 12)], 3)
+    a, b = oracle.read(scene), oracle.read(wide)
+    assert b.alpha.shape == (F, H + 6, W + 12)
+    assert a.attributes == b.attributes and a.attributes["count"] == 2
+    for oa, ob in zip(a.objects, b.objects):
+        assert oa.attributes == ob.attributes
+        assert oa.size_px == pytest.approx(ob.size_px, rel=1e-3)
+        assert [x.blur for x in oa.blobs] == pytest.approx([x.blur for x in ob.blobs], abs=1e-3)
+        assert [x.hole for x in oa.blobs] == [x.hole for x in ob.blobs]
