@@ -36,8 +36,9 @@ def plan(teacher_name: str) -> list[Entry]:
         # from the teacher as tmd-M2; the 1,000-iteration snapshot of the same run is the matched budget of
         # dmd2-s1 (no setting depends on the total: constant learning rates, every draw seeded by its iteration)
         Entry("tmd-M1", "tmd", {"outer_steps": 1, "inner_steps": 2, "stages": (2,), "stage2_iterations": 3000}),
-        # equal compute: a one-block flow head (effective NFE 2·(1 + 1/8) = 2.25 against H = 2's 2.5)
-        Entry("tmd-M2-H1", "tmd", {"outer_steps": 2, "inner_steps": 2, "head_blocks": 1}),
+        # equal compute: a one-block flow head (effective NFE 2·(1 + 1/8) = 2.25 against H = 2's 2.5), stage 2
+        # from the teacher as tmd-M2, so the two differ in the head alone
+        Entry("tmd-M2-H1", "tmd", {"outer_steps": 2, "inner_steps": 2, "head_blocks": 1, "stages": (2,)}),
         Entry("dmd2-s1", "dmd2", {"steps": 1}),
         # one-step DMD2-v trained three times longer (3,000 iterations), as tmd-M1
         Entry("dmd2-s1-x3", "dmd2", {"steps": 1, "iterations": 3000}),
