@@ -399,3 +399,53 @@ def test_the_reader_does_not_assume_square_frames():
         assert oa.size_px == pytest.approx(ob.size_px, rel=1e-3)
         assert [x.blur for x in oa.blobs] == pytest.approx([x.blur for x in ob.blobs], abs=1e-3)
         assert [x.hole for x in oa.blobs] == [x.hole for x in ob.blobs]
+
+
+def _regions_by_definition(comps, shape, steps=2):
+    """Each component grown one 4-neighbour ring per step, pixel by pixel: a free pixel next to exactly one
+    component's pixels joins it; next to two or more, it is contested and joins none, ever."""
+    import numpy as np
+
+    owner = np.full(shape, -1)
+    for k, c in enumerate(comps):
+        owner[c[:, 0], c[:, 1]] = k
+    h, w = shape
+    for _ in range(steps):
+        new = owner.copy()
+        for y in range(h):
+            for x in range(w):
+                if owner[y, x] != -1:
+                    continue
+                near = {owner[q] for q in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1))
+                        if 0 <= q[0] < h and 0 <= q[1] < w and owner[q] >= 0}
+                if len(near) == 1:
+                    new[y, x] = near.pop()
+                elif near:
+                    new[y, x] = -2
+        owner = new
+    return [owner == k for k in range(len(comps))]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_regions_grow_each_object_two_pixels_and_leave_contested_pixels_out(seed):
+    """``_regions`` against its definition on random blobs (some close enough to contest pixels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((12, 15)) < 0.12
+    comps = [c for c in oracle.components(mask)]
+    got, want = oracle._regions(comps, mask.shape), _regions_by_definition(comps, mask.shape)
+    assert len(got) == len(want)
+    for g, wnt in zip(got, want):
+        assert np.array_equal(g, wnt)
+
+
+def test_regions_of_one_pixel_and_of_two_close_pixels():
+    import numpy as np
+
+    (one,) = oracle._regions([np.array([[4, 4]])], (9, 9))
+    ys, xs = np.mgrid[0:9, 0:9]
+    assert np.array_equal(one, np.abs(ys - 4) + np.abs(xs - 4) <= 2)  # a diamond of radius 2
+    a, b = oracle._regions([np.array([[4, 2]]), np.array([[4, 6]])], (9, 9))
+    assert not a[4, 4] and not b[4, 4]  # reached by both in the same step: nobody's
+    assert a[4, 3] and b[4, 5] and not (a & b).any()
