@@ -13,7 +13,7 @@ LATENCY_ROWS = {"teacher-unipc-s50", "dmd2-s4", "dmd2-s2", "dmd2-s1", "tmd-M2-N2
 
 def test_gpu_check_tiny(tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))  # under xdist: its share
     proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
