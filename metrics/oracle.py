@@ -363,7 +363,7 @@ def _hole(alpha: np.ndarray, region: np.ndarray) -> int:
         outside = grown
     enclosed = low & ~outside
     n = 0
-    for comp in components(enclosed) if enclosed.any() else ():  # none of them reaches the border
+    for comp in components(enclosed):  # none of them reaches the border
         if region[comp[:, 0], comp[:, 1]].all():
             n += len(comp)
     return n

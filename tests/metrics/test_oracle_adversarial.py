@@ -327,12 +327,20 @@ def test_read_shape_needs_a_good_fit_and_a_clear_runner_up():
     assert oracle._read_shape({"circle": 0.0625, "square": 0.0625 * ratio * 0.999, "triangle": 0.9}) is None
 
 
+def _gaussian_kernel(sigma, dtype):
+    """The normalised Gaussian of std ``sigma`` px on the integers −⌈3σ⌉ … ⌈3σ⌉ (the oracle's blur model)."""
+    import math
+
+    r = math.ceil(3 * sigma)
+    x = torch.arange(-r, r + 1, dtype=dtype)
+    k = torch.exp(-x**2 / (2 * sigma * sigma))
+    return k / k.sum()
+
+
 @pytest.mark.parametrize("n,sigma", [(24, 0.5), (24, 1.1), (24, 3.0), (7, 1.8), (24, 0.0), (5, -1.0)])
 def test_blur_matrix_is_a_zero_padded_gaussian_convolution(n, sigma):
     """``_blur_matrix(n, σ) @ v`` is v convolved with the normalised Gaussian of radius ⌈3σ⌉, zero outside
     the frame (torch's conv1d as the reference); σ ≤ 0 is the identity. Built without the module's cache."""
-    import math
-
     import numpy as np
 
     m = oracle._blur_matrix(n, sigma)
@@ -340,11 +348,8 @@ def test_blur_matrix_is_a_zero_padded_gaussian_convolution(n, sigma):
     if sigma <= 0:
         assert np.array_equal(m, np.eye(n))
         return
-    r = math.ceil(3 * sigma)
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-x**2 / (2 * sigma**2))
-    k = k / k.sum()
-    ref = torch.nn.functional.conv1d(v.view(1, 1, n), k.view(1, 1, -1), padding=r).view(n)  # symmetric kernel
+    k = _gaussian_kernel(sigma, torch.float64)
+    ref = torch.nn.functional.conv1d(v.view(1, 1, n), k.view(1, 1, -1), padding=len(k) // 2).view(n)  # symmetric
     assert np.allclose(m @ v.numpy(), ref.numpy(), atol=1e-12, rtol=0)
 
 
@@ -433,7 +438,7 @@ def test_regions_grow_each_object_two_pixels_and_leave_contested_pixels_out(seed
 
     rng = np.random.default_rng(seed)
     mask = rng.random((12, 15)) < 0.12
-    comps = [c for c in oracle.components(mask)]
+    comps = oracle.components(mask)
     got, want = oracle._regions(comps, mask.shape), _regions_by_definition(comps, mask.shape)
     assert len(got) == len(want)
     for g, wnt in zip(got, want):
@@ -453,12 +458,8 @@ def test_regions_of_one_pixel_and_of_two_close_pixels():
 
 def _gaussian_blur(a, sigma):
     """(F, H, W) coverage blurred by a separable Gaussian of std ``sigma`` px (torch's conv2d, zero padding)."""
-    import math
-
-    r = math.ceil(3 * sigma)
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x**2 / (2 * sigma * sigma))
-    k = k / k.sum()
+    k = _gaussian_kernel(sigma, torch.float32)
+    r = len(k) // 2
     a = torch.nn.functional.conv2d(a.unsqueeze(1), k.view(1, 1, -1, 1), padding=(r, 0))
     return torch.nn.functional.conv2d(a, k.view(1, 1, 1, -1), padding=(0, r)).squeeze(1)
 
