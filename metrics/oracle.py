@@ -325,16 +325,22 @@ def _fit_shapes(a: np.ndarray, region: np.ndarray, area: float, cx: float, cy: f
         blurred = bh @ t @ bw.transpose(0, 2, 1)  # (S, H, W)
         curves[shape] = (((blurred - a) ** 2) * region).sum((1, 2)) / energy
         errors[shape] = float(curves[shape].min())
-    e = curves[min(SHAPES, key=errors.get)]
-    v = np.array(TEMPLATE_SIGMAS) ** 2  # the residual is ≈ quadratic in σ² − σ̂² near its minimum
+    return errors, refine_blur(curves[min(SHAPES, key=errors.get)])
+
+
+def refine_blur(e: np.ndarray) -> float:
+    """σ̂ (px) from a template's residual ``e`` at each of ``TEMPLATE_SIGMAS``: the vertex of the parabola
+    in σ² through the grid minimum and its two neighbours (the residual is ≈ quadratic in σ² − σ̂² near
+    its minimum; at an end of the grid, the end's two neighbours), clipped to the grid's range; where
+    those three points are not convex (flat), the grid minimum itself."""
+    v = np.array(TEMPLATE_SIGMAS) ** 2
     i = int(np.clip(np.argmin(e), 1, len(v) - 2))
     (x0, x1, x2), (y0, y1, y2) = v[i - 1:i + 2], e[i - 1:i + 2]
     den = (x0 - x1) * (x0 - x2) * (x1 - x2)
     A = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
     B = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / den
     var = -B / (2 * A) if A > 0 else float(v[int(np.argmin(e))])
-    blur = float(np.sqrt(np.clip(var, v[0], v[-1])))
-    return errors, blur
+    return float(np.sqrt(np.clip(var, v[0], v[-1])))
 
 
 def own_coverage(x: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -479,3 +479,58 @@ def test_the_blur_estimate_finds_a_blur_between_the_template_grid_points():
     assert blurs == sorted(blurs) and blurs[0] > 0.5 and blurs[-1] > 1.4
     clean = oracle.read(compose("gray", ("red", coverage("circle", LARGE, 12.0, 12.0))))
     assert all(b.blur == 0.0 and b.sharpness == 1.0 for b in clean.objects[0].blobs)
+
+
+@pytest.mark.parametrize("curve,expected", [
+    (lambda v: (v - 1.2) ** 2 + 0.1, 1.2 ** 0.5),  # a parabola in σ²: any three of its points give its vertex
+    (lambda v: 3 * (v - 5.0) ** 2, 5.0 ** 0.5),  # between 1.8² and 2.3²
+    (lambda v: (v + 0.5) ** 2, 0.0),  # vertex below σ = 0: the grid's first point, not the square root of a negative
+    (lambda v: (v - 12.0) ** 2, 3.0),  # vertex beyond the largest template (σ² = 9): clipped to σ = 3
+    (lambda v: 10 - (v - 2.0) ** 2, 3.0),  # concave: no vertex to trust, the grid minimum (the last point)
+    (lambda v: 0 * v + 1.0, 0.0),  # flat: the grid minimum (the first of equals)
+])
+def test_the_blur_refinement_is_the_parabola_vertex_clipped_to_the_grid(curve, expected):
+    import numpy as np
+
+    v = np.array(oracle.TEMPLATE_SIGMAS) ** 2
+    assert oracle.refine_blur(curve(v)) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_concave_triple_falls_back_to_the_grid_minimum_not_the_triple_centre():
+    """The minimum at the grid's end with the triple beside it concave: σ̂ is that end's σ (3.0), not the
+    triple's centre (2.3)."""
+    import numpy as np
+
+    e = np.array([5.0, 4.0, 3.0, 2.5, 2.2, 2.0, 1.9, 0.5])  # last three: (2.0, 1.9, 0.5) in σ² 3.24, 5.29, 9
+    assert oracle.refine_blur(e) == pytest.approx(3.0)
+
+
+def test_own_coverage_is_the_projection_on_the_blend_segment_clipped_to_0_and_1():
+    import numpy as np
+
+    b, c = np.array([0.1, 0.2, 0.3]), np.array([0.9, 0.4, 0.3])
+    x = np.stack([b, c, b + 0.25 * (c - b), c + 0.5 * (c - b), b - 0.5 * (c - b),
+                  b + 0.25 * (c - b) + np.array([0.0, 0.0, 0.7])])  # the last: off the segment, orthogonal to it
+    assert oracle.own_coverage(x, b, c) == pytest.approx([0.0, 1.0, 0.25, 1.0, 0.0, 0.25])
+
+
+def test_shape_residuals_are_relative_to_the_coverage_energy():
+    """``_fit_shapes``' error of each shape: min over the σ grid of Σ_region (blurred template − α)² / Σ α²,
+    against a separate computation (torch conv2d blur). A clean circle fits its own template exactly; the
+    other shapes' errors are what the shape bounds (SHAPE_MAX_ERROR, SHAPE_RATIO) are compared with."""
+    import numpy as np
+
+    a = coverage("circle", LARGE, 12.3, 11.6)[0].double().numpy()
+    area, cy, cx = a.sum(), (a * _YS[0].numpy()).sum() / a.sum(), (a * _XS[0].numpy()).sum() / a.sum()
+    region = np.ones_like(a)
+    region[:, :3] = 0  # a region that is not the whole frame
+    errors, blur = oracle._fit_shapes(a, region, area, cx, cy)
+    assert errors["circle"] < 1e-3 and blur < 0.3
+    for shape in ("square", "triangle"):
+        t = torch.from_numpy(oracle.template(shape, area, cx, cy, H, W)).unsqueeze(0)
+        residuals = []
+        for sigma in oracle.TEMPLATE_SIGMAS:
+            blurred = t if sigma == 0 else _gaussian_blur(t.float(), sigma).double()
+            residuals.append(float((((blurred[0].numpy() - a) ** 2) * region).sum() / (a ** 2).sum()))
+        assert errors[shape] == pytest.approx(min(residuals), rel=1e-4)
+        assert errors[shape] > 10 * errors["circle"]
