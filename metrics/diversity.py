@@ -29,32 +29,53 @@ def _check(feats: torch.Tensor) -> torch.Tensor:
     return F.normalize(feats.double(), dim=-1)
 
 
-def pairwise_diversity(feats: torch.Tensor) -> float:
-    """``1 − mean pairwise cosine`` of each prompt's K samples, averaged over prompts."""
+def pairwise_per_prompt(feats: torch.Tensor) -> torch.Tensor:
+    """``1 − mean pairwise cosine`` of each prompt's K samples: one value per prompt, ``(P,)``."""
     x = _check(feats)
     k = x.shape[1]
     sim = x @ x.transpose(1, 2)  # (P, K, K)
     off = ~torch.eye(k, dtype=torch.bool)
-    return float((1 - sim[:, off].mean(1)).mean())
+    return 1 - sim[:, off].mean(1)
 
 
-def vendi_score(feats: torch.Tensor) -> float:
-    """The Vendi score of each prompt's K samples (cosine kernel), averaged over prompts."""
+def pairwise_diversity(feats: torch.Tensor) -> float:
+    """``1 − mean pairwise cosine`` of each prompt's K samples, averaged over prompts."""
+    return float(pairwise_per_prompt(feats).mean())
+
+
+def vendi_per_prompt(feats: torch.Tensor) -> torch.Tensor:
+    """The Vendi score of each prompt's K samples (cosine kernel): one value per prompt, ``(P,)``."""
     x = _check(feats)
     k = x.shape[1]
     lam = torch.linalg.eigvalsh(x @ x.transpose(1, 2) / k).clamp_min(0)  # (P, K), sums to 1
     entropy = -(lam * torch.where(lam > 0, lam.log(), torch.zeros_like(lam))).sum(1)
-    return float(entropy.exp().mean())
+    return entropy.exp()
+
+
+def vendi_score(feats: torch.Tensor) -> float:
+    """The Vendi score of each prompt's K samples (cosine kernel), averaged over prompts."""
+    return float(vendi_per_prompt(feats).mean())
+
+
+def _prompt_groups(frame_features: torch.Tensor, per_prompt: int) -> torch.Tensor:
+    n = frame_features.shape[0]
+    if per_prompt < 2 or n % per_prompt:
+        raise ValueError(f"diversity needs --per-prompt ≥ 2 dividing the {n} clips, got {per_prompt}")
+    return F.normalize(frame_features.float().mean(1), dim=-1).view(n // per_prompt, per_prompt, -1)
 
 
 def clip_diversity(frame_features: torch.Tensor, per_prompt: int) -> dict[str, float]:
     """Both measures from frame features ``(P·K, F, D)`` ordered prompt-major (K samples of prompt 0,
     then prompt 1, …), as ``evaluate --per-prompt K`` generates them."""
-    n = frame_features.shape[0]
-    if per_prompt < 2 or n % per_prompt:
-        raise ValueError(f"diversity needs --per-prompt ≥ 2 dividing the {n} clips, got {per_prompt}")
-    clips = F.normalize(frame_features.float().mean(1), dim=-1).view(n // per_prompt, per_prompt, -1)
+    clips = _prompt_groups(frame_features, per_prompt)
     return {"div_pairwise": pairwise_diversity(clips), "div_vendi": vendi_score(clips)}
+
+
+def clip_diversity_per_prompt(frame_features: torch.Tensor, per_prompt: int) -> dict[str, list[float]]:
+    """:func:`clip_diversity` before the mean over prompts: each measure's value for every prompt (the unit a
+    paired comparison of two rows pairs on: the same prompt, the same K seeds)."""
+    clips = _prompt_groups(frame_features, per_prompt)
+    return {"div_pairwise": pairwise_per_prompt(clips).tolist(), "div_vendi": vendi_per_prompt(clips).tolist()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,23 +156,35 @@ class WorldDiversity:
             self._cache[key] = [z for z in (world_latents(c, prompt) for c in clips) if z is not None]
         return self._cache[key]
 
-    def __call__(self, videos: torch.Tensor, prompts: list[str], per_prompt: int) -> dict[str, float]:
+    def per_prompt(self, videos: torch.Tensor, prompts: list[str], per_prompt: int) -> dict[str, list[float]]:
+        """Each measure for every prompt's K samples (``div_world_energy`` NaN where fewer than 2 were readable;
+        ``div_world_readable``: that prompt's readable fraction)."""
         import numpy as np
 
         if per_prompt < 2 or len(prompts) % per_prompt:
             raise ValueError(f"diversity needs --per-prompt ≥ 2 dividing the {len(prompts)} clips, got {per_prompt}")
-        coverage, energy, readable = [], [], 0
+        coverage, energy, readable = [], [], []
         for i in range(0, len(prompts), per_prompt):
             prompt = prompts[i]
             zs = [world_latents(videos[j], prompt) for j in range(i, i + per_prompt)]
             got = [z for z in zs if z is not None]
-            readable += len(got)
+            readable.append(len(got) / per_prompt)
             ref = self.reference_latents(prompt, i // per_prompt)
             subsets = [ref[s:s + per_prompt] for s in range(0, len(ref) - per_prompt + 1, per_prompt)]
             expected = np.mean([len(_cells(s)) for s in subsets]) if subsets else float("nan")
             coverage.append(len(_cells(got)) / expected)
-            if len(got) >= 2:
-                energy.append(energy_distance(got, ref))
-        return {"div_world_coverage": float(np.mean(coverage)),
+            energy.append(energy_distance(got, ref) if len(got) >= 2 else float("nan"))
+        return {"div_world_coverage": coverage, "div_world_energy": energy, "div_world_readable": readable}
+
+    def __call__(self, videos: torch.Tensor, prompts: list[str], per_prompt: int) -> dict[str, float]:
+        return self.summary(self.per_prompt(videos, prompts, per_prompt))
+
+    @staticmethod
+    def summary(values: dict[str, list[float]]) -> dict[str, float]:
+        """The row's measures from :meth:`per_prompt`'s: means over prompts (energy over those it is defined for)."""
+        import numpy as np
+
+        energy = [e for e in values["div_world_energy"] if e == e]
+        return {"div_world_coverage": float(np.mean(values["div_world_coverage"])),
                 "div_world_energy": float(np.mean(energy)) if energy else float("nan"),
-                "div_world_readable": readable / len(prompts)}
+                "div_world_readable": float(np.mean(values["div_world_readable"]))}

@@ -261,10 +261,10 @@ def _md(text: object) -> str:
     return plain(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(df: pd.DataFrame, claim_rows: list[dict], gaps: list[dict]) -> str:
-    """``report.md``: the results (pooled rows with ± SE), the claims and the paired gaps as Markdown
-    tables — what the README pastes, so that no figure in it is typed by hand."""
-    from tmd_bench.reports.pooled import fmt_gap
+def markdown(df: pd.DataFrame, claim_rows: list[dict], gaps: list[dict], diversity: list[dict] | None = None) -> str:
+    """``report.md``: the results (pooled rows with ± SE), the claims, the paired gaps and the diversity
+    against the teacher as Markdown tables — what the README pastes, so that no figure in it is typed by hand."""
+    from tmd_bench.reports.pooled import fmt_gap, fmt_measure
 
     cols = [(c, h) for c, h in MD_COLUMNS if c in df]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
@@ -303,7 +303,34 @@ def markdown(df: pd.DataFrame, claim_rows: list[dict], gaps: list[dict]) -> str:
             out.append(f"| `{_md(g['row_id'])}` | {_md(g['comparison'])} | `{_md(g['baseline'])}` | {g['paired']} | "
                        f"{g['row_rate']:.1f} | {g['baseline_rate']:.1f} | {fmt_gap(g)} |")
         out.append("")
+    if diversity:
+        out += ["## Diversity vs the teacher", "",
+                "| row | measure | better | paired prompts | row | teacher | row − teacher ± SE [95% interval] |",
+                "|---|---|---|---|---|---|---|"]
+        for g in diversity:
+            out.append(f"| `{_md(g['row_id'])}` | `{g['metric']}` | {g['better']} | {g['paired']} | {g['row_rate']:.3f} | "
+                       f"{g['baseline_rate']:.3f} | {fmt_measure(g)} |")
+        out.append("")
     return "\n".join(out)
+
+
+def _diversity_html(rows: list[dict]) -> list[str]:
+    from tmd_bench.reports.pooled import DIVERSITY_METRICS, fmt_measure
+
+    html = ["<h2>Diversity vs the teacher</h2><p class='note'>Each prompt's K clips (<code>evaluate --metrics "
+            "diversity</code>) against the 50-step teacher's K clips of the same prompt and seeds: row − teacher, "
+            "paired by prompt over every draw, ± one paired standard error, then the 95% interval, in each "
+            "measure's own units. " + "; ".join(f"<code>{m}</code>: {isolate(what)} ({b} is more diverse)"
+                                              for m, what, b in DIVERSITY_METRICS)
+            + ". Also in <code>diversity.csv</code>.</p>",
+            "<table class='sortable'><thead><tr><th>row</th><th>measure</th><th>paired prompts</th><th>row</th>"
+            "<th>teacher</th><th>row − teacher ± SE [95% interval]</th></tr></thead><tbody>"]
+    for g in rows:
+        html.append(f"<tr><td class='text'>{isolate(g['row_id'])}</td><td class='text'>{isolate(g['metric'])}</td>"
+                    f"<td>{g['paired']}</td><td>{g['row_rate']:.3f}</td><td>{g['baseline_rate']:.3f}</td>"
+                    f"<td data-key='{g['diff']!r}'>{isolate(fmt_measure(g))}</td></tr>")
+    html.append("</tbody></table>")
+    return html
 
 
 def _claims_html(claim_rows: list[dict]) -> list[str]:
@@ -493,6 +520,7 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     df = load_runs(runs, note)
     gaps: list[dict] = []
     claim_rows: list[dict] = []
+    diversity: list[dict] = []
     if pool:
         from tmd_bench.reports import pooled
 
@@ -503,6 +531,7 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
         rows = list(df["row_id"])
         gaps = pooled.gap_table(runs, rows)
         claim_rows = pooled.claims(runs, rows)
+        diversity = pooled.diversity_table(runs, rows)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -533,7 +562,9 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
     if pool:
         pd.DataFrame(gaps).to_csv(out / "gaps.csv", index=False)
         pd.DataFrame(claim_rows).to_csv(out / "claims.csv", index=False)
-    (out / "report.md").write_text(markdown(df, claim_rows, gaps), encoding="utf-8")
+        if diversity:
+            pd.DataFrame(diversity).to_csv(out / "diversity.csv", index=False)
+    (out / "report.md").write_text(markdown(df, claim_rows, gaps, diversity), encoding="utf-8")
 
     html = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench report</title>"
             f"<style>{STYLE}</style></head><body>",
@@ -558,6 +589,8 @@ def build_report(runs: list[str | Path], out: str | Path, metric: str | None = N
         html += _claims_html(claim_rows)
     if gaps:
         html += _gaps_html(gaps)
+    if diversity:
+        html += _diversity_html(diversity)
 
     shown = [c for c in ["label", "method", "steps", "inner_steps", "head_blocks", "nfe", "nfe_counted",
                          "effective_nfe", "latency_text_s", "latency_denoise_s", "latency_decode_s",

@@ -8,6 +8,11 @@ so a clip only one side has is left out of the comparison and counted as unpaire
 
 All rates, differences and errors are in points: percentage points of the per-clip metric
 (``all_correct`` is 1 for a correct clip, 0 otherwise).
+
+Diversity (``div_*``) is a property of a prompt's K clips, not of one clip: those metrics are read from
+``per_prompt/<row>.csv`` (``evaluate --metrics diversity``), paired by (prompt, first seed of the K), and
+reported in the measure's own units (the Vendi score is a count of distinct samples, not a rate). A prompt
+where a measure is undefined (NaN: energy distance with fewer than 2 readable clips) is left unpaired.
 """
 
 from __future__ import annotations
@@ -101,16 +106,34 @@ def read_csv_rows(path: Path, error: type[Exception] = ValueError, name: object 
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _per_clip_dir(run: Path) -> Path:
-    d = run / "per_clip"
+GROUP_PREFIX = "div_"  # metrics of a prompt's K clips (per_prompt/), not of one clip (per_clip/)
+
+
+def table_of(metric: str) -> str:
+    """The folder of a run that holds ``metric``: ``per_prompt`` for diversity, else ``per_clip``."""
+    return "per_prompt" if metric.startswith(GROUP_PREFIX) else "per_clip"
+
+
+def scale_of(metric: str) -> float:
+    """Per-clip rates are shown in points (× 100); a per-prompt measure in its own units."""
+    return 1.0 if table_of(metric) == "per_prompt" else 100.0
+
+
+def _per_clip_dir(run: Path, table: str = "per_clip") -> Path:
+    d = run / table
     if not d.is_dir():
-        raise GapError(f"{clip(run, 300)}: no per_clip/ folder — is this the --out folder of `tmd-bench evaluate`?")
+        hint = (" (diversity is written per prompt by `tmd-bench evaluate --metrics diversity`)" if table == "per_prompt"
+                else "")
+        raise GapError(f"{clip(run, 300)}: no {table}/ folder — is this the --out folder of `tmd-bench evaluate`?{hint}")
     return d
 
 
-def _value(where: str, line: int, metric: str, text: str) -> float:
-    """A per-clip outcome: True/False (any case) → 1/0, else a finite number."""
+def _value(where: str, line: int, metric: str, text: str, undefined: bool = False) -> float:
+    """A per-clip outcome: True/False (any case) → 1/0, else a finite number (``undefined``: an empty field
+    or NaN is allowed and read as NaN)."""
     t = text.strip()
+    if undefined and t.lower() in ("", "nan"):
+        return math.nan
     if t.lower() in ("true", "false"):
         return 1.0 if t.lower() == "true" else 0.0
     if NUMBER.fullmatch(t) and math.isfinite(float(t)):
@@ -133,8 +156,9 @@ def _read_per_clip(run: Path, path: Path, metric: str) -> list[tuple[str, int, f
     if missing:
         raise GapError(f"{where}: no column {clip(', '.join(missing))}; columns: {clip(', '.join(header))}")
     col = {c: header.index(c) for c in ("prompt", "seed", metric)}
-    return [(f[col["prompt"]], _seed(where, line, f[col["seed"]]), _value(where, line, metric, f[col[metric]]))
-            for line, f in rows]
+    undefined = table_of(metric) == "per_prompt"
+    return [(f[col["prompt"]], _seed(where, line, f[col["seed"]]),
+             _value(where, line, metric, f[col[metric]], undefined)) for line, f in rows]
 
 
 def load_row(runs: list[Path], row_id: str, metric: str) -> tuple[dict[tuple[str, int], float], int]:
@@ -142,20 +166,25 @@ def load_row(runs: list[Path], row_id: str, metric: str) -> tuple[dict[tuple[str
     clips: dict[tuple[str, int], float] = {}
     where: dict[tuple[str, int], Path] = {}
     found = 0
+    table = table_of(metric)
     for run in runs:
-        path = _per_clip_dir(run) / f"{row_id}.csv"
+        if table == "per_prompt" and not (run / table).is_dir():
+            continue  # a draw evaluated without --metrics diversity: nothing of this metric in it
+        path = _per_clip_dir(run, table) / f"{row_id}.csv"
         try:
             exists = path.is_file()
         except (OSError, ValueError):
             exists = False
         if not exists:
             continue
-        resolved, why = inside(run, f"per_clip/{row_id}.csv")
+        resolved, why = inside(run, f"{table}/{row_id}.csv")
         if resolved is None:
             raise GapError(f"{clip(path, 300)} {why}: not read")
         found += 1
         for prompt, seed, v in _read_per_clip(run, resolved, metric):
             key = (prompt, seed)
+            if v != v:  # undefined for this prompt's clips: nothing to pair
+                continue
             if key in clips:
                 raise GapError(f"row {clip(row_id)}: clip (prompt {clip(repr(prompt))}, seed {seed}) appears twice "
                                f"({clip(where[key], 300)} and {clip(path, 300)}); pooled runs must use different "
@@ -165,8 +194,8 @@ def load_row(runs: list[Path], row_id: str, metric: str) -> tuple[dict[tuple[str
     return clips, found
 
 
-def _available(runs: list[Path]) -> list[str]:
-    return sorted({p.stem for run in runs for p in _per_clip_dir(run).glob("*.csv")})
+def _available(runs: list[Path], table: str = "per_clip") -> list[str]:
+    return sorted({p.stem for run in runs if (run / table).is_dir() for p in (run / table).glob("*.csv")})
 
 
 def verdict(diff: float, lo: float, within: float) -> str:
@@ -188,14 +217,18 @@ def paired_gap(runs: list[str | Path], baseline: str, rows: list[str], metric: s
         raise GapError("give at least one row to compare with the baseline (--rows)")
     if within is not None and not within >= 0:
         raise GapError(f"--within must be ≥ 0 points, got {within}")
-    for run in runs:
-        _per_clip_dir(run)
+    table, scale = table_of(metric), scale_of(metric)
+    if table == "per_clip":
+        for run in runs:
+            _per_clip_dir(run, table)
+    elif not any((run / table).is_dir() for run in runs):
+        _per_clip_dir(runs[0], table)  # none has diversity records: the error says how to write them
     loaded = {}
     for row_id in dict.fromkeys([baseline, *rows]):
         clips, found = load_row(runs, row_id, metric)
         if not found:
             raise GapError(f"row {clip(repr(row_id))} is in none of the runs; rows there: "
-                           f"{clip(', '.join(_available(runs)))}")
+                           f"{clip(', '.join(_available(runs, table)))}")
         loaded[row_id] = (clips, found)
     base, _ = loaded[baseline]
     out = []
@@ -213,8 +246,9 @@ def paired_gap(runs: list[str | Path], baseline: str, rows: list[str], metric: s
         diff = float(d.mean())
         result = {
             "row_id": row_id, "baseline": baseline, "metric": metric, "runs": found, "paired": n,
-            "baseline_rate": 100 * float(b.mean()), "row_rate": 100 * float(r.mean()),
-            "diff": 100 * diff, "se": 100 * se, "lo": 100 * (diff - Z95 * se), "hi": 100 * (diff + Z95 * se),
+            "baseline_rate": scale * float(b.mean()), "row_rate": scale * float(r.mean()),
+            "diff": scale * diff, "se": scale * se, "lo": scale * (diff - Z95 * se), "hi": scale * (diff + Z95 * se),
+            "units": "points" if scale == 100 else "measure",
             "unpaired_row": len(clips) - n, "unpaired_baseline": len(base) - n,
         }
         if within is not None:

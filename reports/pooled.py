@@ -128,6 +128,47 @@ def gap_table(runs: list[str | Path], rows: list[str]) -> list[dict]:
     return out
 
 
+# Diversity measures compared with the teacher's (per prompt, paired by prompt and its K seeds): what each
+# says, and which way is "more diverse" (the energy distance to the world's spread falls as diversity recovers)
+DIVERSITY_METRICS = (
+    ("div_pairwise", "1 − mean pairwise cosine of Shapes-CLIP features", "higher"),
+    ("div_vendi", "Vendi score: effective number of distinct clips of K", "higher"),
+    ("div_world_coverage", "latent cells reached, ÷ what K world renders reach", "higher"),
+    ("div_world_energy", "energy distance of start/speed to the world's renders", "lower"),
+)
+
+
+def diversity_table(runs: list[str | Path], rows: list[str]) -> list[dict]:
+    """Each row with per-prompt diversity records (``evaluate --metrics diversity``) against the 50-step
+    teacher of its suite, for every measure of :data:`DIVERSITY_METRICS`: row − teacher paired by (prompt,
+    its K seeds) over every draw, in the measure's units. A student that collapsed onto one sample per
+    prompt shows it here even when every clip is correct."""
+    from tmd_bench.reports.paired import load_row
+
+    runs = [Path(r) for r in runs]
+    available = set(rows)
+    out = []
+    for row_id in rows:
+        _, tag = split_tag(row_id)
+        ref = TEACHER_REFERENCE + (tag if tag in SUITE_TAGS else "")
+        if ref not in available or ref == row_id:
+            continue
+        for metric, meaning, better in DIVERSITY_METRICS:
+            try:
+                if not load_row(runs, row_id, metric)[0]:
+                    continue
+                (g,) = paired_gap(runs, ref, [row_id], metric=metric)
+            except GapError:
+                continue  # no per-prompt records (diversity not measured), or the measure is not in them
+            out.append({**g, "meaning": meaning, "better": better})
+    return out
+
+
+def fmt_measure(rec: dict) -> str:
+    """``−0.012 ± 0.004 [−0.020, −0.004]``: a diversity gap in the measure's units."""
+    return f"{rec['diff']:+.3f} ± {rec['se']:.3f} [{rec['lo']:+.3f}, {rec['hi']:+.3f}]"
+
+
 # The TMD paper's claims this world can test: (claim, row, baseline, kind). kind "≥": row at least as good
 # as the baseline; "close": row within CLOSE_POINTS of it.
 CLAIMS = (

@@ -57,6 +57,29 @@ def test_snapshots_are_kept_and_evaluated_into_curves(shapes_teacher_dir, tmp_pa
     # the rows are ordinary evaluation rows, one per snapshot, tagged by run, stage and iteration
     rows = pd.read_csv(tmp_path / "curves" / "eval" / "results.csv")
     assert {"tmd-M2-N2H2-tmd-stage2-it2", "tmd-M2-N2H2-tmd-stage2-it5"} <= set(rows["row_id"])
+    assert "div_pairwise" not in df  # diversity only when asked for
+
+    # diversity curves: K clips per prompt, every snapshot; the CSV's values are the rows' own, plotted and tabled
+    r = run("curves", out, "--teacher-path", shapes_teacher_dir, "--limit", "2", "--metrics", "shapes,diversity",
+            "--per-prompt", "2", "--out", tmp_path / "div")
+    assert r.exit_code == 0, r.output
+    div = pd.read_csv(tmp_path / "div" / "curves.csv")
+    rows = pd.read_csv(tmp_path / "div" / "eval" / "results.csv").set_index("row_id")
+    assert set(div["num_clips"]) == {4} and set(rows["div_per_prompt"]) == {2}
+    for _, rec in div.iterrows():
+        for m in ("div_pairwise", "div_vendi", "div_world_coverage"):
+            assert rec[m] == rows.loc[rec["row_id"], m]
+    assert div["div_vendi"].between(1, 2).all()
+    text = (tmp_path / "div" / "curves.md").read_text()
+    assert "`div_vendi` (higher is more diverse)" in text and "`div_world_coverage` (higher is more diverse)" in text
+    html = (tmp_path / "div" / "curves.html").read_text()
+    assert "div_vendi vs distillation iterations" in html and "div_vendi vs training wall time" in html
+    # the energy distance is NaN for these untrained students (no clip readable): left out, not plotted as 0
+    assert div["div_world_energy"].isna().all() if "div_world_energy" in div else True
+    assert "`div_world_energy`" not in text
+    assert (tmp_path / "div" / "eval" / "per_prompt" / "tmd-M2-N2H2-tmd-stage2-it5.csv").is_file()
+    r = run("curves", out, "--metrics", "diversity", "--per-prompt", "1", "--out", tmp_path / "bad")
+    assert r.exit_code == 2 and "--per-prompt must be ≥ 2" in r.output and not (tmp_path / "bad").exists()
 
 
 def test_curves_of_a_folder_without_training_is_one_line(shapes_teacher_dir, tmp_path):
@@ -65,3 +88,26 @@ def test_curves_of_a_folder_without_training_is_one_line(shapes_teacher_dir, tmp
     assert r.exit_code == 2 and "no training run inside" in r.output
     r = run("curves", tmp_path / "missing", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "no such run folder" in r.output
+
+
+def test_a_lower_is_better_diversity_measure_is_labelled_so(tmp_path):
+    from tmd_bench.curves import write_curves
+
+    recs = [{"run": "a/stage2", "method": "tmd", "steps": 2, "iteration": k, "wall_s": float(k), "row_id": f"r{k}",
+             "draws": 2, "num_clips": 16, "all_correct": 0.5, "all_correct_se": 0.1, "div_world_energy": e,
+             "div_world_energy_se": 0.01} for k, e in ((100, 0.25), (200, 0.125))]
+    write_curves(recs, tmp_path)
+    text = (tmp_path / "curves.md").read_text()
+    assert "`div_world_energy` (lower is more diverse)" in text and "| `a/stage2` | 0.25 ± 0.01 | 0.125 ± 0.01 |" in text
+    assert "div_world_energy (lower is better)" in (tmp_path / "curves.html").read_text()
+
+
+def test_demo_refuses_a_bad_metric_option_before_touching_its_folder(tmp_path):
+    out = tmp_path / "demo"
+    (out / "eval").mkdir(parents=True)
+    (out / "eval" / "results.csv").write_text("row_id\nkept\n")  # a previous demo's draw: removed only by a real run
+    r = run("demo", "--metrics", "shapes,diversity", "--per-prompt", "1", "--out", out)
+    assert r.exit_code == 2 and "--per-prompt must be ≥ 2" in r.output
+    r = run("demo", "--metrics", "shapes,nope", "--out", out)
+    assert r.exit_code == 2 and "nope" in r.output
+    assert (out / "eval" / "results.csv").read_text() == "row_id\nkept\n"

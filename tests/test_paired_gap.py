@@ -138,3 +138,40 @@ def test_cli(two_runs, tmp_path):
     assert cells == ["row", "2", "10", "90.0", "70.0", "-20.0", "20.0", "[-59.2, +19.2]", "0/0", "estimate only"]
     r = runner.invoke(app, ["gap", str(a), "--baseline", "base", "--rows", "row,nope"])
     assert r.exit_code == 2 and "'nope' is in none of the runs" in r.output and "Traceback" not in r.output
+
+
+def write_groups(run, row_id, groups):
+    """groups: [(prompt, first seed, div_vendi, div_world_energy)] → RUN/per_prompt/<row_id>.csv."""
+    d = run / "per_prompt"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{row_id}.csv").write_text("prompt,seed,per_prompt,div_vendi,div_world_energy\n" + "".join(
+        f"{p},{s},8,{v},{'' if e is None else e}\n" for p, s, v, e in groups))
+
+
+def test_diversity_is_paired_per_prompt_in_its_own_units(tmp_path):
+    """A prompt's K clips are the unit: Vendi row − base per prompt [−1, −2, 0, −1] → mean −1, var 2/3,
+    SE √(2/3 / 4) (not × 100: a Vendi score is a count of distinct clips). An undefined energy (NaN or empty)
+    leaves that prompt unpaired. Runs without per_prompt/ (draws evaluated without diversity) are skipped."""
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    write_groups(a, "base", [("p0", 0, 4.0, 0.1), ("p1", 8, 5.0, 0.2)])
+    write_groups(a, "row", [("p0", 0, 3.0, 0.3), ("p1", 8, 3.0, None)])
+    write_groups(b, "base", [("p0", 1000, 4.0, 0.1), ("p1", 1008, 2.0, "nan")])
+    write_groups(b, "row", [("p0", 1000, 4.0, 0.5), ("p1", 1008, 1.0, 0.4)])
+    write(plain, "base", [("p0", 0, True)])
+    (g,) = paired_gap([a, b, plain], "base", ["row"], metric="div_vendi")
+    se = math.sqrt((2 / 3) / 4)
+    assert g["paired"] == 4 and g["units"] == "measure"
+    assert (g["baseline_rate"], g["row_rate"]) == (pytest.approx(3.75), pytest.approx(2.75))
+    assert g["diff"] == pytest.approx(-1.0) and g["se"] == pytest.approx(se)
+    assert g["lo"] == pytest.approx(-1 - 1.96 * se) and g["hi"] == pytest.approx(-1 + 1.96 * se)
+    (e,) = paired_gap([a, b], "base", ["row"], metric="div_world_energy")
+    assert e["paired"] == 2 and e["diff"] == pytest.approx(((0.3 - 0.1) + (0.5 - 0.1)) / 2)
+    assert (e["unpaired_row"], e["unpaired_baseline"]) == (1, 1)  # a's p1 and b's p1, one side each
+    with pytest.raises(GapError, match="no per_prompt/ folder.*--metrics diversity"):
+        paired_gap([plain], "base", ["row"], metric="div_vendi")
+    # the CLI prints the measure's units, not points
+    r = CliRunner().invoke(app, ["gap", str(a), str(b), "--baseline", "base", "--rows", "row", "--metric", "div_vendi"])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("│ row"))
+    cells = [c.strip() for c in line.strip("│").split("│")]
+    assert cells[:7] == ["row", "2", "4", "3.750", "2.750", "-1.000", f"{se:.3f}"]

@@ -287,3 +287,41 @@ def test_scatter_points_sit_where_the_axes_say(log_x, percent):
         expect.append((fx(p["x"]), fy(p["y"])))
     assert len(verts) == len(expect) and all(abs(a - c) < 0.6 and abs(b - d) < 0.6 for (a, b), (c, d) in zip(verts, expect))
     assert "; bars: 95% interval" in svg and ("(log scale)" in svg) == log_x and ("(%)" in svg) == percent
+
+
+def test_report_compares_each_row_s_diversity_with_the_teacher_s_per_prompt(tmp_path):
+    """Per-prompt diversity records of two draws: the report's diversity table is row − teacher paired by
+    prompt (the hand computation below), a row without records is left out, and no table without any."""
+    from tmd_bench.reports.html import build_report
+
+    runs = []
+    teacher = {0: [0.30, 0.20, 0.25], 1: [0.35, 0.15, 0.20]}  # div_pairwise per prompt, draw → prompts
+    student = {0: [0.10, 0.10, 0.05], 1: [0.20, 0.05, 0.10]}
+    for d in range(2):
+        run = tmp_path / f"eval-{d}"
+        ok = np.arange(24) % 4 != 0
+        _write_run(run, 1000 * d, {"teacher-euler-s50": ok, "tmd-M2-N2H2": ok, "dmd2-s2": ok})
+        (run / "per_prompt").mkdir()
+        for row_id, values in (("teacher-euler-s50", teacher[d]), ("tmd-M2-N2H2", student[d])):
+            pd.DataFrame({"prompt": [f"p{i}" for i in range(3)], "seed": [1000 * d + 8 * i for i in range(3)],
+                          "per_prompt": 8, "div_pairwise": values}).to_csv(run / "per_prompt" / f"{row_id}.csv",
+                                                                            index=False)
+        runs.append(run)
+    diffs = np.array(student[0] + student[1]) - np.array(teacher[0] + teacher[1])
+    table = pooled.diversity_table(runs, ["teacher-euler-s50", "tmd-M2-N2H2", "dmd2-s2"])
+    (g,) = table  # dmd2-s2 has no per-prompt records; the teacher is the baseline, not a row against itself
+    assert (g["row_id"], g["baseline"], g["metric"], g["paired"]) == ("tmd-M2-N2H2", "teacher-euler-s50", "div_pairwise", 6)
+    assert g["diff"] == pytest.approx(diffs.mean()) and g["se"] == pytest.approx(diffs.std(ddof=1) / math.sqrt(6))
+    assert g["better"] == "higher"
+    build_report(runs, tmp_path / "report", pool=True)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Diversity vs the teacher" in md and f"| `tmd-M2-N2H2` | `div_pairwise` | higher | 6 |" in md
+    assert pooled.fmt_measure(g) in md and pooled.fmt_measure(g) in (tmp_path / "report" / "report.html").read_text()
+    assert len(pd.read_csv(tmp_path / "report" / "diversity.csv")) == 1
+    for run in runs:
+        import shutil
+
+        shutil.rmtree(run / "per_prompt")
+    build_report(runs, tmp_path / "report2", pool=True)
+    assert "Diversity vs the teacher" not in (tmp_path / "report2" / "report.md").read_text()
+    assert not (tmp_path / "report2" / "diversity.csv").exists()

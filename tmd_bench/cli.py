@@ -229,6 +229,11 @@ def curves(
     draw: Optional[str] = typer.Option(None, help="Only these draws (comma-separated, 0-based): spread --draws "
                                        "over processes, then run once more with --report-only."),
     report_only: bool = typer.Option(False, help="Only pool the draws already evaluated into the curves."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated, as for `evaluate` (default: its default). "
+                                          "Add diversity for diversity curves (K clips per prompt: with --limit, "
+                                          "e.g. --limit 16 --per-prompt 8, the same clip count as 128 prompts × 1)."),
+    per_prompt: Optional[int] = typer.Option(None, help="Clips per prompt K, as for `evaluate` (default 1, or 8 with "
+                                             "--metrics diversity)."),
 ):
     """Training-efficiency curves: every kept student snapshot evaluated under one harness, quality
     against distillation iterations and training wall time (Shapes world: snapshots at 100, 200, 500,
@@ -236,13 +241,17 @@ def curves(
     from tmd_bench import runtime
     from tmd_bench.curves import curves as run_curves
     from tmd_bench.curves import find_snapshots
+    from tmd_bench.evaluate import EvalConfig
 
     runtime.check_number("--draws", draws, 1, 64)
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else None
+    chosen_metrics = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    EvalConfig(metrics=chosen_metrics, per_prompt=per_prompt, limit=limit).validate()  # a bad option fails first
     snaps = find_snapshots(runs)  # a missing or empty run folder fails here, before the teacher loads
     out_console.print(f"{len(snaps)} student snapshots in {len(runs)} run(s)")
     t = None if report_only else runtime.load(teacher, teacher_path, device, None)
-    done = run_curves(snaps, out, draws, limit, console=out_console, teacher=t, only=chosen, evaluate=not report_only)
+    done = run_curves(snaps, out, draws, limit, console=out_console, teacher=t, only=chosen, evaluate=not report_only,
+                      metrics=chosen_metrics, per_prompt=per_prompt)
     if done is None:
         out_console.print(f"draws done; the curves wait for the other draws (then: tmd-bench curves … --draws {draws} "
                           f"--report-only --out {out})")
@@ -257,7 +266,9 @@ def gap(
     runs: list[Path] = typer.Argument(..., help="Run folders written by `tmd-bench evaluate` (pooled)."),
     baseline: str = typer.Option(..., help="Row id to compare against, e.g. teacher-euler-s50."),
     rows: str = typer.Option(..., help="Comma-separated row ids, e.g. tmd-M2-N2H2,tmd-M2-N1H2."),
-    metric: str = typer.Option("all_correct", help="Per-clip column (True/False or a number in [0, 1])."),
+    metric: str = typer.Option("all_correct", help="Per-clip column (True/False or a number in [0, 1]), or a "
+                               "diversity measure (div_pairwise, div_vendi, div_world_coverage, div_world_energy: "
+                               "per prompt, paired by prompt and its K seeds, in the measure's units)."),
     within: Optional[float] = typer.Option(None, help="Margin X in points: is each row within X of the baseline?"),
 ):
     """Row − baseline in points, paired by (prompt, seed) clip, with its paired standard error and 95% interval."""
@@ -266,16 +277,23 @@ def gap(
     from tmd_bench.reports.paired import paired_gap
 
     chosen = [r.strip() for r in rows.split(",") if r.strip()]
+    from tmd_bench.reports.paired import table_of
+
     results = paired_gap(runs, baseline, chosen, metric=metric, within=within)
-    table = Table(title=f"tmd-bench gap — {metric}, row − {baseline}, paired by (prompt, seed) over {len(runs)} run(s)")
-    for c in ("row", "runs", "paired", "baseline %", "row %", "diff (pts)", "SE (pts)", "95% interval",
-              "unpaired row/base"):
+    grouped = table_of(metric) == "per_prompt"  # diversity: one value per prompt's K clips, in its own units
+    unit, pct, fmt = ("", "", "{:.3f}") if grouped else (" (pts)", " %", "{:.1f}")
+    pair = "(prompt, its K seeds)" if grouped else "(prompt, seed)"
+    table = Table(title=f"tmd-bench gap — {metric}, row − {baseline}, paired by {pair} over {len(runs)} run(s)")
+    for c in ("row", "runs", "paired prompts" if grouped else "paired", f"baseline{pct}", f"row{pct}",
+              f"diff{unit}", f"SE{unit}", "95% interval", "unpaired row/base"):
         table.add_column(c, justify="left" if c == "row" else "right")
     if within is not None:
-        table.add_column(f"within {within:g} pts")
+        table.add_column(f"within {within:g}{' pts' if not grouped else ''}")
+    signed = fmt.replace("{:", "{:+")
     for r in results:
-        cells = [r["row_id"], str(r["runs"]), str(r["paired"]), f"{r['baseline_rate']:.1f}", f"{r['row_rate']:.1f}",
-                 f"{r['diff']:+.1f}", f"{r['se']:.1f}", f"[{r['lo']:+.1f}, {r['hi']:+.1f}]",
+        cells = [r["row_id"], str(r["runs"]), str(r["paired"]), fmt.format(r["baseline_rate"]), fmt.format(r["row_rate"]),
+                 signed.format(r["diff"]), fmt.format(r["se"]),
+                 f"[{signed.format(r['lo'])}, {signed.format(r['hi'])}]",
                  f"{r['unpaired_row']}/{r['unpaired_baseline']}"]
         if within is not None:
             cells.append(r["within"])
@@ -997,6 +1015,11 @@ def demo(
     report_only: bool = typer.Option(False, help="Only pool the draws' folders already written into the report."),
     sweep_draws: Optional[int] = typer.Option(None, help="The teacher's step sweep (besides its 50-step reference) "
                                               "on the first N draws only (default: every draw)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated, as for `evaluate` (default: its default). With "
+                                          "diversity, the report adds each row's diversity against the teacher's, "
+                                          "paired by prompt (e.g. --metrics shapes,shapes-clip,fd,diversity --limit 16)."),
+    per_prompt: Optional[int] = typer.Option(None, help="Clips per prompt K, as for `evaluate` (default 1, or 8 with "
+                                             "--metrics diversity)."),
 ):
     """The main job on the embedded default: the shipped shapes teacher's step sweep and the shipped
     distilled students (TMD, DMD2-v, rCM, KD, MeanFlow) under one harness, and the report."""
@@ -1011,8 +1034,12 @@ def demo(
     from tmd_bench.evaluate import print_table
     from tmd_bench.reports.html import build_report
 
+    from tmd_bench.evaluate import EvalConfig
+
     runtime.check_number("--draws", draws, 1, 64)
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else list(range(draws))
+    chosen_metrics = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    EvalConfig(metrics=chosen_metrics, per_prompt=per_prompt, limit=limit).validate()  # before any folder is removed
     t0 = time.time()
     if not report_only:
         for d in chosen:
@@ -1025,6 +1052,8 @@ def demo(
         evals = evaluations(shipped)
         if novel:
             evals += novel_evaluations(student_evaluations(shipped))
+        options = {k: v for k, v in (("metrics", chosen_metrics), ("per_prompt", per_prompt)) if v is not None}
+        evals = [(m, st, c, {**extra, **options}) for m, st, c, extra in evals]
         teacher = runtime.load("shapes", None, "auto", None)  # loaded once for every row of every draw
         run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen, sweep_draws=sweep_draws)
     folders, missing = draw_folders(out, draws)

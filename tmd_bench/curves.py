@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-CURVE_METRICS = ("all_correct", "fd_real", "world_quality", "sharpness")
+CURVE_METRICS = ("all_correct", "fd_real", "world_quality", "sharpness", "div_pairwise", "div_vendi",
+                 "div_world_coverage", "div_world_energy")  # diversity: with --metrics …,diversity
+LOWER_IS_BETTER = ("fd_real", "div_world_energy")
 
 
 @dataclass
@@ -84,9 +86,11 @@ def find_snapshots(runs: list[str | Path]) -> list[Snapshot]:
     return found
 
 
-def evaluations(snaps: list[Snapshot]) -> list:
-    """The ``(methods, steps, checkpoints, extra)`` of each snapshot, for :func:`tmd_bench.compare.run_draws`."""
-    return [([s.method], [s.steps], {s.method: str(s.folder)}, {"tag": s.tag}) for s in snaps]
+def evaluations(snaps: list[Snapshot], metrics: list[str] | None = None, per_prompt: int | None = None) -> list:
+    """The ``(methods, steps, checkpoints, extra)`` of each snapshot, for :func:`tmd_bench.compare.run_draws`
+    (``metrics``, ``per_prompt``: as for ``evaluate``; None: its defaults)."""
+    extra = {k: v for k, v in (("metrics", metrics), ("per_prompt", per_prompt)) if v is not None}
+    return [([s.method], [s.steps], {s.method: str(s.folder)}, {"tag": s.tag, **extra}) for s in snaps]
 
 
 def curve_rows(snaps: list[Snapshot], pooled) -> list[dict]:
@@ -149,7 +153,11 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "curves.csv"
     pd.DataFrame(records).to_csv(csv_path, index=False)
-    (out / "curves.md").write_text(curves_markdown(records), encoding="utf-8")
+    md = curves_markdown(records)
+    for m in CURVE_METRICS:  # diversity, when measured: a table each, below all-correct's
+        if m.startswith("div_") and any(m in r for r in records):
+            md += f"\n`{m}` ({'lower' if m in LOWER_IS_BETTER else 'higher'} is more diverse):\n\n" + curves_markdown(records, m)
+    (out / "curves.md").write_text(md, encoding="utf-8")
     html = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tmd-bench training curves</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}svg{background:#fff;"
             "border:1px solid #ddd;margin:0 12px 12px 0}svg .title{font-weight:600;font-size:14px}"
@@ -170,7 +178,7 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
                 lines.setdefault(r["run"], []).append(
                     {"iteration": r["iteration"], "wall": r["wall_s"], "y": r[m],
                      "err": Z95 * se if se is not None and se == se else 0.0})
-        html.append(f"<h2>{escape(m)}{' (lower is better)' if m == 'fd_real' else ''}</h2><div>")
+        html.append(f"<h2>{escape(m)}{' (lower is better)' if m in LOWER_IS_BETTER else ''}</h2><div>")
         for x_key, x_label in (("iteration", "distillation iterations"), ("wall", "training wall time (s)")):
             series = {k: [(p[x_key], p["y"], p["err"]) for p in v] for k, v in lines.items()}
             html.append(line_svg(series, x_label, m, f"{m} vs {x_label}", percent=percent))
@@ -191,7 +199,8 @@ def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
 
 def curves(snaps: list[Snapshot], out: str | Path, draws: int = 1, limit: int | None = None,
            console=None, teacher=None, only: list[int] | None = None,
-           evaluate: bool = True) -> tuple[Path, Path] | None:
+           evaluate: bool = True, metrics: list[str] | None = None,
+           per_prompt: int | None = None) -> tuple[Path, Path] | None:
     """Evaluate every snapshot (:func:`find_snapshots`) on ``draws`` seed draws with ``teacher`` (the one
     the students were distilled from; default the shipped Shapes teacher); write ``curves.csv`` and
     ``curves.html``. ``only``: evaluate these draws alone (the rest in other processes); ``evaluate=False``:
@@ -202,7 +211,8 @@ def curves(snaps: list[Snapshot], out: str | Path, draws: int = 1, limit: int | 
 
     out = Path(out)
     if evaluate:
-        run_draws(evaluations(snaps), out, draws, limit, teacher=teacher, console=console, only=only)
+        run_draws(evaluations(snaps, metrics, per_prompt), out, draws, limit, teacher=teacher, console=console,
+                  only=only)
     folders, missing = draw_folders(out, draws)
     if missing:
         return None

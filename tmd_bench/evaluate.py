@@ -5,6 +5,8 @@ A run folder holds:
 - ``results.csv``: one row per configuration (the stable interface; columns in ``docs`` below);
 - ``cards/<row_id>.json``: the run card of each row (evaluation spec §4);
 - ``per_clip/<row_id>.csv``: what the oracle read from every clip;
+- ``per_prompt/<row_id>.csv`` (with ``--metrics diversity``): each prompt's diversity measures over its K
+  clips, keyed by the prompt and the first of its K seeds;
 - ``samples/<row_id>.safetensors``: the preview clips (first ``--preview`` prompts), which the
   report shows side by side; the same clips as ``samples/<row_id>/<k>.mp4`` (H.264, the teacher's
   fps; ``.gif`` without PyAV/libx264), described by the run card's ``video_files``.
@@ -411,12 +413,13 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 }
                 row.update({f"nfe_{k}": v for k, v in gen.nfe_by_network.items()})  # A14B: per expert
                 per_clip: list[dict] = []
+                groups: list[dict] = []  # per prompt: its diversity measures
                 row.update(harness.diagnose(method, teacher, prompts, seeds, steps))
                 metric_impls = {}
                 t_metrics = time.perf_counter()
                 row.update(_model_metrics(cfg, teacher, gen.videos, prompts, seeds, suite, scorer, metrics, out,
                                           metric_impls, shapes_clip=shapes_clip, per_prompt=k,
-                                          world_div=world_div))
+                                          world_div=world_div, groups=groups))
                 if "shapes" in metrics:
                     from tmd_bench.metrics import shapes
 
@@ -466,6 +469,9 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                     pd.DataFrame([{"prompt": c["prompt"], "seed": s, "all_correct": c["all_correct"],
                                    **{f"read_{k}": v for k, v in c["read"].items()}}
                                   for c, s in zip(per_clip, seeds)]).to_csv(out / "per_clip" / f"{row_id}.csv", index=False)
+                if groups:  # diversity is a property of a prompt's K clips: `tmd-bench gap --metric div_…` pairs these
+                    (out / "per_prompt").mkdir(exist_ok=True)
+                    pd.DataFrame(groups).to_csv(out / "per_prompt" / f"{row_id}.csv", index=False)
                 n_preview = min(cfg.preview, len(prompts))  # not `k`: that is videos per prompt, used by the next row
                 save_file({"videos": gen.videos[:n_preview].contiguous()},
                           str(out / "samples" / f"{row_id}.safetensors"),
@@ -483,9 +489,10 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
 
 def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prompts: list[str], seeds: list[int],
                    suite, scorer, metrics: list[str], out: Path, impls: dict, shapes_clip=None,
-                   per_prompt: int = 1, world_div=None) -> dict:
+                   per_prompt: int = 1, world_div=None, groups: list | None = None) -> dict:
     """CLIP score, fidelity to the teacher's 50-step samples from the same noise, and Shapes-CLIP's
-    CLIP score and Fréchet distance to real renders (``shapes_clip``: a ShapesClipMetrics)."""
+    CLIP score and Fréchet distance to real renders (``shapes_clip``: a ShapesClipMetrics). ``groups``:
+    filled with each prompt's diversity measures (one dict per prompt) when diversity is measured."""
     row: dict = {}
     if "shapes-clip" in metrics:
         t0 = time.perf_counter()
@@ -507,16 +514,22 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
         impls["clip"] = {"implementation": f"open_clip {scorer.name}, frame-averaged max(100·cos, 0)",
                          "weights": str(scorer.weights), "weights_sha256": scorer.weights_sha256}
     if "diversity" in metrics:
-        from tmd_bench.metrics.diversity import clip_diversity
+        from tmd_bench.metrics.diversity import clip_diversity_per_prompt
 
         t0 = time.perf_counter()
         k = per_prompt
         feats = shapes_clip.frame_features(videos) if shapes_clip is not None else scorer.frame_features(videos)
-        row.update(clip_diversity(feats, k), div_per_prompt=k)
+        values = clip_diversity_per_prompt(feats, k)
+        row.update({m: float(sum(v) / len(v)) for m, v in values.items()}, div_per_prompt=k)
         if teacher.spec.world == "shapes":  # exact: the latent variables the prompt leaves free
             from tmd_bench.metrics.diversity import WorldDiversity
 
-            row.update((world_div or WorldDiversity())(videos, prompts, k))
+            world_values = (world_div or WorldDiversity()).per_prompt(videos, prompts, k)
+            row.update(WorldDiversity.summary(world_values))
+            values.update(world_values)
+        if groups is not None:  # per prompt: its K clips' first seed and each measure (per_prompt/<row>.csv)
+            groups.extend({"prompt": prompts[i * k], "seed": seeds[i * k], "per_prompt": k,
+                           **{m: v[i] for m, v in values.items()}} for i in range(len(prompts) // k))
         impls["diversity"] = {"implementation": "1 − mean pairwise cosine and Vendi score (cosine kernel) of each "
                                                 f"prompt's {k} clip features ({'Shapes-CLIP' if shapes_clip else scorer.name})"
                                                 + ("; Shapes world: oracle-read start and speed, mode coverage and "

@@ -61,6 +61,23 @@ def test_a_collapsed_generator_is_seen_where_the_teacher_is_not(tmp_path, monkey
     assert card["videos_per_prompt"] == 4 and "--per-prompt 4" in card["command"]
     seeds = pd.read_csv(tmp_path / "run" / "per_clip" / "teacher-euler-s4.csv")["seed"].tolist()
     assert seeds == list(range(8))  # clip j of prompt i: seed i·K + j
+    # per prompt: keyed by the prompt and the first of its K seeds; the row's measures are their means
+    for row_id, method in (("teacher-euler-s4", "teacher-euler"), ("collapsed-s4", "collapsed")):
+        groups = pd.read_csv(tmp_path / "run" / "per_prompt" / f"{row_id}.csv")
+        assert groups["seed"].tolist() == [0, 4] and (groups["per_prompt"] == 4).all()
+        assert groups["prompt"].tolist() == pd.read_csv(tmp_path / "run" / "per_clip" / f"{row_id}.csv")["prompt"][::4].tolist()
+        for m in ("div_pairwise", "div_vendi", "div_world_coverage", "div_world_readable"):
+            assert groups[m].mean() == pytest.approx(by.loc[method, m], abs=1e-9)
+    # paired by prompt: the collapse's loss of diversity, in the measure's units, with its interval
+    from tmd_bench.reports.paired import paired_gap
+    from tmd_bench.reports.pooled import diversity_table
+
+    (g,) = paired_gap([tmp_path / "run"], "teacher-euler-s4", ["collapsed-s4"], metric="div_pairwise")
+    assert g["paired"] == 2 and g["units"] == "measure"
+    assert g["diff"] == pytest.approx(by.loc["collapsed", "div_pairwise"] - by.loc["teacher-euler", "div_pairwise"])
+    assert g["diff"] < 0 and g["lo"] <= g["diff"] <= g["hi"]
+    table = diversity_table([tmp_path / "run"], ["teacher-euler-s50", "collapsed-s4"])
+    assert table == []  # no 50-step teacher row here: nothing to compare with
 
 
 def test_world_diversity_scores_the_world_itself_about_one_and_zero_and_a_collapse_far_off():
@@ -112,6 +129,13 @@ def test_clip_diversity_against_a_hand_computed_reference():
     feats[3, 0] *= 4  # frames of one clip at different norms: the clip is their mean, then normalised
     out = clip_diversity(feats, per_prompt=2)
     assert out["div_pairwise"] == pytest.approx((1.0 + 0.5) / 2, abs=1e-6)
+    from tmd_bench.metrics.diversity import clip_diversity_per_prompt
+
+    each = clip_diversity_per_prompt(feats, per_prompt=2)
+    assert each["div_pairwise"] == pytest.approx([1.0, 0.5], abs=1e-6)
+    # Vendi of two unit vectors with cosine c: eigenvalues (1 ± c)/2 of S/2
+    h = lambda lam: -sum(x * math.log(x) for x in lam if x > 0)  # noqa: E731
+    assert each["div_vendi"] == pytest.approx([math.exp(h([0.5, 0.5])), math.exp(h([0.75, 0.25]))], abs=1e-6)
     with pytest.raises(ValueError, match="per-prompt ≥ 2 dividing the 4 clips, got 3"):
         clip_diversity(feats, per_prompt=3)
     with pytest.raises(ValueError, match="got 1"):
