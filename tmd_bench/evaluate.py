@@ -472,6 +472,8 @@ def _evaluate(cfg: EvalConfig, console=None, teacher: Teacher | None = None) -> 
                 if groups:  # diversity is a property of a prompt's K clips: `tmd-bench gap --metric div_…` pairs these
                     (out / "per_prompt").mkdir(exist_ok=True)
                     pd.DataFrame(groups).to_csv(out / "per_prompt" / f"{row_id}.csv", index=False)
+                else:  # the row re-evaluated without diversity: an earlier run's records no longer describe it
+                    (out / "per_prompt" / f"{row_id}.csv").unlink(missing_ok=True)
                 n_preview = min(cfg.preview, len(prompts))  # not `k`: that is videos per prompt, used by the next row
                 save_file({"videos": gen.videos[:n_preview].contiguous()},
                           str(out / "samples" / f"{row_id}.safetensors"),

@@ -78,6 +78,11 @@ def test_a_collapsed_generator_is_seen_where_the_teacher_is_not(tmp_path, monkey
     assert g["diff"] < 0 and g["lo"] <= g["diff"] <= g["hi"]
     table = diversity_table([tmp_path / "run"], ["teacher-euler-s50", "collapsed-s4"])
     assert table == []  # no 50-step teacher row here: nothing to compare with
+    # the row evaluated again without diversity: its old per-prompt records go, they no longer describe it
+    ev.evaluate(ev.EvalConfig(methods=["collapsed"], steps=[4], limit=2, metrics=["shapes"], latency_repeats=1,
+                              out=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "per_prompt" / "collapsed-s4.csv").exists()
+    assert (tmp_path / "run" / "per_prompt" / "teacher-euler-s4.csv").is_file()
 
 
 def test_world_diversity_scores_the_world_itself_about_one_and_zero_and_a_collapse_far_off():
