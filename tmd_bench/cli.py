@@ -191,7 +191,7 @@ def evaluate(
                      prompts=prompts, limit=limit, seed=seed, batch_size=batch_size, guidance=guidance,
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
                      preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, per_prompt=per_prompt, oracle=oracle,
-                     metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                     metrics=_metric_list(metrics),
                      clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None, out=str(out))
     run_eval(cfg, console=out_console if distributed.is_main() else None)
     if distributed.is_main():
@@ -214,6 +214,21 @@ def report(
     csv_path, html_path = build_report(runs, out, metric, pool=pool)
     out_console.print(f"report: {html_path}\ntable:  {csv_path}"
                       + (f"\ngaps:   {csv_path.parent / 'gaps.csv'}\nclaims: {csv_path.parent / 'claims.csv'}" if pool else ""))
+
+
+def _metric_list(metrics: Optional[str]) -> Optional[list[str]]:
+    """``--metrics a,b`` as a list (None: the evaluation's default)."""
+    return [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+
+
+def _metric_options(metrics: Optional[str], per_prompt: Optional[int], limit: Optional[int]) -> Optional[list[str]]:
+    """``--metrics``/``--per-prompt``/``--limit`` of a command that evaluates many rows, checked as `evaluate`
+    checks them (one line, exit 2) before any work; returns the metric list."""
+    from tmd_bench.evaluate import EvalConfig
+
+    chosen = _metric_list(metrics)
+    EvalConfig(metrics=chosen, per_prompt=per_prompt, limit=limit).validate()
+    return chosen
 
 
 @app.command()
@@ -241,12 +256,10 @@ def curves(
     from tmd_bench import runtime
     from tmd_bench.curves import curves as run_curves
     from tmd_bench.curves import find_snapshots
-    from tmd_bench.evaluate import EvalConfig
 
     runtime.check_number("--draws", draws, 1, 64)
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else None
-    chosen_metrics = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    EvalConfig(metrics=chosen_metrics, per_prompt=per_prompt, limit=limit).validate()  # a bad option fails first
+    chosen_metrics = _metric_options(metrics, per_prompt, limit)  # a bad option fails before the teacher loads
     snaps = find_snapshots(runs)  # a missing or empty run folder fails here, before the teacher loads
     out_console.print(f"{len(snaps)} student snapshots in {len(runs)} run(s)")
     t = None if report_only else runtime.load(teacher, teacher_path, device, None)
@@ -1034,12 +1047,9 @@ def demo(
     from tmd_bench.evaluate import print_table
     from tmd_bench.reports.html import build_report
 
-    from tmd_bench.evaluate import EvalConfig
-
     runtime.check_number("--draws", draws, 1, 64)
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else list(range(draws))
-    chosen_metrics = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    EvalConfig(metrics=chosen_metrics, per_prompt=per_prompt, limit=limit).validate()  # before any folder is removed
+    chosen_metrics = _metric_options(metrics, per_prompt, limit)  # before any folder is removed
     t0 = time.time()
     if not report_only:
         for d in chosen:
