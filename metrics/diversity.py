@@ -64,18 +64,17 @@ def _prompt_groups(frame_features: torch.Tensor, per_prompt: int) -> torch.Tenso
     return F.normalize(frame_features.float().mean(1), dim=-1).view(n // per_prompt, per_prompt, -1)
 
 
+def clip_diversity_per_prompt(frame_features: torch.Tensor, per_prompt: int) -> dict[str, torch.Tensor]:
+    """Both measures for every prompt, ``(P,)`` each, from frame features ``(P·K, F, D)`` ordered prompt-major
+    (K samples of prompt 0, then prompt 1, …), as ``evaluate --per-prompt K`` generates them: the unit a
+    paired comparison of two rows pairs on (the same prompt, the same K seeds)."""
+    clips = _prompt_groups(frame_features, per_prompt)
+    return {"div_pairwise": pairwise_per_prompt(clips), "div_vendi": vendi_per_prompt(clips)}
+
+
 def clip_diversity(frame_features: torch.Tensor, per_prompt: int) -> dict[str, float]:
-    """Both measures from frame features ``(P·K, F, D)`` ordered prompt-major (K samples of prompt 0,
-    then prompt 1, …), as ``evaluate --per-prompt K`` generates them."""
-    clips = _prompt_groups(frame_features, per_prompt)
-    return {"div_pairwise": pairwise_diversity(clips), "div_vendi": vendi_score(clips)}
-
-
-def clip_diversity_per_prompt(frame_features: torch.Tensor, per_prompt: int) -> dict[str, list[float]]:
-    """:func:`clip_diversity` before the mean over prompts: each measure's value for every prompt (the unit a
-    paired comparison of two rows pairs on: the same prompt, the same K seeds)."""
-    clips = _prompt_groups(frame_features, per_prompt)
-    return {"div_pairwise": pairwise_per_prompt(clips).tolist(), "div_vendi": vendi_per_prompt(clips).tolist()}
+    """Both measures of :func:`clip_diversity_per_prompt`, averaged over prompts."""
+    return {m: float(v.mean()) for m, v in clip_diversity_per_prompt(frame_features, per_prompt).items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from tmd_bench.reports.pareto import escape, isolate, pareto_front, plain, scatt
 # real checkpoint, whatever `--metrics` computed). Without any, the report shows speed only.
 QUALITY_METRICS = ("all_correct", "vbench_total", "clip_score", "psnr_teacher", "ssim_teacher",
                    "fd_clip_teacher", "fd_real")
-LOWER_IS_BETTER = frozenset({"fd_clip_teacher", "fd_real"})  # Fréchet distances: 0 is the reference itself
+LOWER_IS_BETTER = frozenset({"fd_clip_teacher", "fd_real",  # Fréchet distances: 0 is the reference itself
+                             "div_world_energy"})  # energy distance to the world's own spread
 
 
 # What the report itself reads from every row: the table's identity columns and the two cost axes of

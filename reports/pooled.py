@@ -143,8 +143,6 @@ def diversity_table(runs: list[str | Path], rows: list[str]) -> list[dict]:
     teacher of its suite, for every measure of :data:`DIVERSITY_METRICS`: row − teacher paired by (prompt,
     its K seeds) over every draw, in the measure's units. A student that collapsed onto one sample per
     prompt shows it here even when every clip is correct."""
-    from tmd_bench.reports.paired import load_row
-
     runs = [Path(r) for r in runs]
     available = set(rows)
     out = []
@@ -155,11 +153,9 @@ def diversity_table(runs: list[str | Path], rows: list[str]) -> list[dict]:
             continue
         for metric, meaning, better in DIVERSITY_METRICS:
             try:
-                if not load_row(runs, row_id, metric)[0]:
-                    continue
                 (g,) = paired_gap(runs, ref, [row_id], metric=metric)
             except GapError:
-                continue  # no per-prompt records (diversity not measured), or the measure is not in them
+                continue  # no per-prompt records (diversity not measured), the measure not in them, or none paired
             out.append({**g, "meaning": meaning, "better": better})
     return out
 

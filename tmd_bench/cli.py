@@ -287,11 +287,9 @@ def gap(
     """Row − baseline in points, paired by (prompt, seed) clip, with its paired standard error and 95% interval."""
     from rich.table import Table
 
-    from tmd_bench.reports.paired import paired_gap
+    from tmd_bench.reports.paired import paired_gap, table_of
 
     chosen = [r.strip() for r in rows.split(",") if r.strip()]
-    from tmd_bench.reports.paired import table_of
-
     results = paired_gap(runs, baseline, chosen, metric=metric, within=within)
     grouped = table_of(metric) == "per_prompt"  # diversity: one value per prompt's K clips, in its own units
     unit, pct, fmt = ("", "", "{:.3f}") if grouped else (" (pts)", " %", "{:.1f}")

@@ -25,7 +25,6 @@ from pathlib import Path
 
 CURVE_METRICS = ("all_correct", "fd_real", "world_quality", "sharpness", "div_pairwise", "div_vendi",
                  "div_world_coverage", "div_world_energy")  # diversity: with --metrics …,diversity
-LOWER_IS_BETTER = ("fd_real", "div_world_energy")
 
 
 @dataclass
@@ -147,6 +146,7 @@ def curves_markdown(records: list[dict], metric: str = "all_correct") -> str:
 def write_curves(records: list[dict], out: Path) -> tuple[Path, Path]:
     import pandas as pd
 
+    from tmd_bench.reports.html import LOWER_IS_BETTER
     from tmd_bench.reports.paired import Z95
     from tmd_bench.reports.pareto import escape, isolate, line_svg
 

@@ -521,8 +521,9 @@ def _model_metrics(cfg: EvalConfig, teacher: Teacher, videos: torch.Tensor, prom
         t0 = time.perf_counter()
         k = per_prompt
         feats = shapes_clip.frame_features(videos) if shapes_clip is not None else scorer.frame_features(videos)
-        values = clip_diversity_per_prompt(feats, k)
-        row.update({m: float(sum(v) / len(v)) for m, v in values.items()}, div_per_prompt=k)
+        per_prompt_values = clip_diversity_per_prompt(feats, k)
+        row.update({m: float(v.mean()) for m, v in per_prompt_values.items()}, div_per_prompt=k)
+        values = {m: v.tolist() for m, v in per_prompt_values.items()}
         if teacher.spec.world == "shapes":  # exact: the latent variables the prompt leaves free
             from tmd_bench.metrics.diversity import WorldDiversity
 
