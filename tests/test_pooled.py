@@ -325,3 +325,78 @@ def test_report_compares_each_row_s_diversity_with_the_teacher_s_per_prompt(tmp_
     build_report(runs, tmp_path / "report2", pool=True)
     assert "Diversity vs the teacher" not in (tmp_path / "report2" / "report.md").read_text()
     assert not (tmp_path / "report2" / "diversity.csv").exists()
+
+
+@pytest.mark.parametrize("percent", [True, False])
+def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
+    """The training curves read back from the SVG alone: each point at the affine map its tick labels define,
+    the line through a series' points left to right, its band y ± err (a rate's clipped to [0, 1]) traced
+    along the top then back along the bottom, one colour per series shared by line, band, points and legend,
+    and hover text with the interval; points that are not finite, and series left with none, are dropped."""
+    import math
+    import xml.etree.ElementTree as ET
+
+    from tmd_bench.reports.pareto import line_svg
+
+    s = "{http://www.w3.org/2000/svg}"
+    scale = 1.0 if percent else 10.0
+    series = {
+        "tmd": [(500, 0.72 * scale, 0.03 * scale), (100, 0.40 * scale, 0.05 * scale), (1000, 0.97 * scale, 0.05 * scale)],
+        "dmd2": [(200, 0.60 * scale, 0.0), (800, 0.02 * scale, 0.04 * scale), (300, float("nan"), 0.1)],
+        "gone": [(float("inf"), 0.5, 0.1)],
+    }
+    svg = line_svg(series, "distillation iterations", "all-correct", "t", percent=percent)
+    root = ET.fromstring(svg)
+    value = lambda t: float(t.rstrip("%")) / (100 if t.endswith("%") else 1)  # noqa: E731
+    ticks = [t for t in root.findall(f"{s}text") if t.get("class") == "tick"]
+    xt = [(float(t.get("x")), value(t.text)) for t in ticks if t.get("text-anchor") == "middle"]
+    yt = [(float(t.get("y")) - 4, value(t.text)) for t in ticks if t.get("text-anchor") == "end"]
+    assert len(xt) >= 3 and len(yt) >= 3
+    assert xt[0][1] == 0  # iterations start the axis at 0
+    (px0, vx0), (px1, vx1) = xt[0], xt[-1]
+    (py0, vy0), (py1, vy1) = yt[0], yt[-1]
+    fx = lambda v: px0 + (px1 - px0) * (v - vx0) / (vx1 - vx0)  # noqa: E731
+    fy = lambda v: py0 + (py1 - py0) * (v - vy0) / (vy1 - vy0)  # noqa: E731
+    assert all(abs(fx(v) - p) < 0.6 for p, v in xt) and all(abs(fy(v) - p) < 0.6 for p, v in yt)
+    assert px1 > px0 and py1 < py0
+    frame = root.find(f"{s}rect")
+    x0, y0 = float(frame.get("x")), float(frame.get("y"))
+    x1, y1 = x0 + float(frame.get("width")), y0 + float(frame.get("height"))
+    xy = lambda text: tuple(map(float, text.split(",")))  # noqa: E731
+    lines = root.findall(f"{s}polyline")
+    bands = root.findall(f"{s}polygon")
+    legend = [t.text for t in root.findall(f"{s}text") if t.get("class") == "legend"]
+    assert legend == ["tmd", "dmd2"] and len(lines) == len(bands) == 2
+    rows = [float(t.get("y")) for t in root.findall(f"{s}text") if t.get("class") == "legend"]
+    assert rows[1] - rows[0] >= 11 and all(float(t.get("x")) > x1 for t in root.findall(f"{s}text")
+                                           if t.get("class") == "legend")  # stacked, right of the plot
+    circles = root.findall(f"{s}circle")
+    colours = []
+    for name, line, band in zip(legend, lines, bands):
+        pts = sorted((x, y, e) for x, y, e in series[name] if math.isfinite(x) and math.isfinite(y))
+        c = line.get("stroke")
+        colours.append(c)
+        assert band.get("fill") == c
+        verts = [xy(v) for v in line.get("points").split()]
+        assert len(verts) == len(pts)
+        for (vx, vy), (x, y, _) in zip(verts, pts):
+            assert abs(vx - fx(x)) < 0.6 and abs(vy - fy(y)) < 0.6 and x0 <= vx <= x1 and y0 <= vy <= y1
+        clip = (lambda lo, hi: (max(lo, 0.0), min(hi, 1.0))) if percent else (lambda lo, hi: (lo, hi))
+        ends = [clip(y - e, y + e) for _, y, e in pts]
+        expect = [(fx(x), fy(hi)) for (x, _, _), (_, hi) in zip(pts, ends)]
+        expect += [(fx(x), fy(lo)) for (x, _, _), (lo, _) in reversed(list(zip(pts, ends)))]
+        got = [xy(v) for v in band.get("points").split()]
+        assert len(got) == len(expect) and all(abs(a - c_) < 0.6 and abs(b - d) < 0.6 for (a, b), (c_, d) in zip(got, expect))
+        mine = [ci for ci in circles if ci.get("fill") == c]
+        assert len(mine) == len(pts)
+        fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
+        for ci, (x, y, _), (lo, hi) in zip(mine, pts, ends):
+            assert abs(float(ci.get("cx")) - fx(x)) < 0.6 and abs(float(ci.get("cy")) - fy(y)) < 0.6
+            assert ci.find(f"{s}title").text == (f"{name}: distillation iterations {x:.3g}, all-correct {fmt(y)} "
+                                                 f"(95% {fmt(lo)} to {fmt(hi)})")
+    assert len(set(colours)) == 2
+    # a legend swatch in its series' colour beside each name
+    swatches = [ln.get("stroke") for ln in root.findall(f"{s}line") if ln.get("class") is None]
+    assert swatches == colours
+    assert ("(%)" in svg) == percent and root.find(f"{s}text").text == "t"
+    assert "no points" in line_svg({"a": [(float("nan"), 1.0, 0.0)]}, "x", "y", "t")
