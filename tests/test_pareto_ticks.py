@@ -187,3 +187,22 @@ def test_plain_text_cannot_reorder_the_page():
     assert plain("x\ud800y") == "x?y"  # a lone surrogate UTF-8 cannot encode
     assert plain("tmd-M2 α→β ✓") == "tmd-M2 α→β ✓" and plain(3.5) == "3.5"
     assert plain("\u2065\u202f") == "\u2065\u202f"  # neighbours of the bidi ranges are not controls
+
+
+def test_survivors_of_the_pareto_mutation_run_are_pinned():
+    """Mutants `make mutate` found alive in reports/pareto.py, each killed by its exact case."""
+    from tmd_bench.reports.pareto import isolate, pareto_front
+
+    # a tie in |count − target| goes to the larger step (0.1 and 0.2 both give 1 tick off the target of 4)
+    assert nice_ticks(0.0, 0.4, 4) == [0.0, 0.2, 0.4]
+    assert nice_ticks(0.0, 1.2, 5) == [0.0, 0.5, 1.0]
+    # steps that are exact powers of ten: log10 is exact there, so the 1e-9 guard must round up, not down
+    assert _tick_text(0.3, False, 0.1) == "0.3" and _tick_text(3.0, False, 1.0) == "3"
+    assert _tick_text(0.05, False, 0.001) == "0.050" and _tick_text(20.0, False, 10.0) == "20"
+    assert _tick_text(2e-6, False, 1e-6) == "0.000002" and _tick_text(2e-7, False, 1e-7) == "2e-07"
+    assert _tick_text(0.25, True, 0.05) == "25%" and _tick_text(0.25, True, 0.001) == "25.0%"
+    # left-to-right text is emitted as it is; only right-to-left text is isolated
+    assert isolate("tmd-M2 <a>") == "tmd-M2 &lt;a&gt;" and isolate("שלום") == "<bdi>שלום</bdi>"
+    # a missing value (None, as pandas hands over an empty object column) is never on the front
+    assert pareto_front([1.0, None, 3.0], [0.5, 0.9, 0.6]) == [True, False, True]
+    assert pareto_front([1.0, 2.0], [None, 0.4]) == [False, True]
