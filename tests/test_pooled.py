@@ -162,21 +162,23 @@ def _boxes(svg):
     return out
 
 
-def test_plot_labels_never_overlap_and_every_point_keeps_its_name():
-    """Sixteen points crowded as the demo's are: no two visible labels overlap; a point whose label found
+@pytest.mark.parametrize("n", [16, 19, 30])  # 0, 1 and 4 labels left out
+def test_plot_labels_never_overlap_and_every_point_keeps_its_name(n):
+    """Points crowded as the demo's are: no two visible labels overlap; a point whose label found
     no free place still names itself on hover, and the plot says how many were left out."""
     rng = np.random.default_rng(3)
     pts = [{"x": float(x), "y": float(y), "label": f"row-{i}", "short": f"method-s{i}", "group": f"g{i % 4}",
-            "front": i < 3, "err": 0.05} for i, (x, y) in enumerate(zip(rng.uniform(0.03, 0.2, 16), rng.uniform(0.8, 1.0, 16)))]
+            "front": i < 3, "err": 0.05} for i, (x, y) in enumerate(zip(rng.uniform(0.03, 0.2, n), rng.uniform(0.8, 1.0, n)))]
     svg = scatter_svg(pts, "latency", "all_correct", "t", percent=True)
     boxes = _boxes(svg)
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
-    assert svg.count("<title>") == 16 and svg.count('class="err"') == 16
-    hidden = 16 - len(boxes)
+    assert svg.count("<title>") == n and svg.count('class="err"') == n
+    hidden = n - len(boxes)
     assert len(boxes) >= 8  # most points keep a visible label
-    assert (f"{hidden} label" in svg) == (hidden > 0)
+    assert (f">{hidden} label{'s' if hidden > 1 else ''} left out" in svg) == (hidden > 0)  # the count, exactly
+    assert svg.count("left out") == (hidden > 0)
     assert "100%" in svg or "90%" in svg  # percent ticks
 
 
@@ -251,6 +253,11 @@ def test_scatter_points_sit_where_the_axes_say(log_x, percent):
     frame = root.find("{http://www.w3.org/2000/svg}rect")
     x0, y0 = float(frame.get("x")), float(frame.get("y"))
     x1, y1 = x0 + float(frame.get("width")), y0 + float(frame.get("height"))
+    # the frame inside the picture, with room for the tick labels and the legend
+    assert 0 < x0 and x1 + 100 < float(root.get("width")) and 0 < y0 and y1 + 20 < float(root.get("height"))
+    # data span most of the frame on x (padding, not a half-empty axis)
+    assert min(by_x := [float(c.get("cx")) for c in root.iter("{http://www.w3.org/2000/svg}circle")]) - x0 < 0.3 * (x1 - x0)
+    assert x1 - max(by_x[:len(pts)]) < 0.3 * (x1 - x0)
     by = {p["label"]: p for p in read}
     for p in pts:
         r = by[p["label"]]
@@ -262,8 +269,11 @@ def test_scatter_points_sit_where_the_axes_say(log_x, percent):
             assert abs(hi - fy(p["y"] - p["err"])) < 0.6 and abs(lo - fy(p["y"] + p["err"])) < 0.6
         else:
             assert r["err"] is None
-        shown = f"{100 * p['y']:.1f}%" if percent else f"{p['y']:.3g}"
+        fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
+        shown = fmt(p["y"])
         assert r["title"].startswith(f"{p['label']}: effective NFE {p['x']:.3g}, all-correct {shown}")
+        if p["err"] > 0:
+            assert f"(95% interval {fmt(p['y'] - p['err'])} to {fmt(p['y'] + p['err'])})" in r["title"]
         assert ("(Pareto front)" in r["title"]) == p["front"]
         if r["text"] is not None:  # a visible label sits next to its point, inside the frame
             lx, ly = float(r["text"].get("x")), float(r["text"].get("y"))
