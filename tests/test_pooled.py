@@ -220,6 +220,12 @@ def _svg_reader(svg: str):
     return points, xt, yt, root
 
 
+def _tick_map(ticks, t=lambda v: v):
+    """The affine map (in ``t`` of the value) from value to pixel that an axis' first and last tick define."""
+    (p0, v0), (p1, v1) = ticks[0], ticks[-1]
+    return lambda v: p0 + (p1 - p0) * (t(v) - t(v0)) / (t(v1) - t(v0))
+
+
 @pytest.mark.parametrize("log_x,percent", [(True, True), (False, False)])
 def test_scatter_points_sit_where_the_axes_say(log_x, percent):
     """Every point, error bar, tick and the front read back from the SVG alone: the pixel of each point
@@ -240,25 +246,23 @@ def test_scatter_points_sit_where_the_axes_say(log_x, percent):
     svg = scatter_svg(pts, "effective NFE", "all-correct", "t", log_x=log_x, percent=percent)
     read, xt, yt, root = _svg_reader(svg)
     assert len(xt) >= 2 and len(yt) >= 3 and len(read) == len(pts)
-    tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
-    (px0, vx0), (px1, vx1) = xt[0], xt[-1]
-    (py0, vy0), (py1, vy1) = yt[0], yt[-1]
-    fx = lambda v: px0 + (px1 - px0) * (tx(v) - tx(vx0)) / (tx(vx1) - tx(vx0))  # noqa: E731
-    fy = lambda v: py0 + (py1 - py0) * (v - vy0) / (vy1 - vy0)  # noqa: E731
+    fx = _tick_map(xt, math.log10 if log_x else (lambda v: v))
+    fy = _tick_map(yt)
     for px, v in xt:  # every tick on the same map
         assert abs(fx(v) - px) < 0.6
     for py, v in yt:
         assert abs(fy(v) - py) < 0.6
-    assert py1 < py0 and px1 > px0  # y grows upwards, x rightwards
+    assert yt[-1][0] < yt[0][0] and xt[-1][0] > xt[0][0]  # y grows upwards, x rightwards
     frame = root.find("{http://www.w3.org/2000/svg}rect")
     x0, y0 = float(frame.get("x")), float(frame.get("y"))
     x1, y1 = x0 + float(frame.get("width")), y0 + float(frame.get("height"))
     # the frame inside the picture, with room for the tick labels and the legend
     assert 0 < x0 and x1 + 100 < float(root.get("width")) and 0 < y0 and y1 + 20 < float(root.get("height"))
     # data span most of the frame on x (padding, not a half-empty axis)
-    assert min(by_x := [float(c.get("cx")) for c in root.iter("{http://www.w3.org/2000/svg}circle")]) - x0 < 0.3 * (x1 - x0)
-    assert x1 - max(by_x[:len(pts)]) < 0.3 * (x1 - x0)
+    cxs = [r["cx"] for r in read]
+    assert min(cxs) - x0 < 0.3 * (x1 - x0) and x1 - max(cxs) < 0.3 * (x1 - x0)
     by = {p["label"]: p for p in read}
+    fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
     for p in pts:
         r = by[p["label"]]
         assert abs(r["cx"] - fx(p["x"])) < 0.6 and abs(r["cy"] - fy(p["y"])) < 0.6, (p, r)
@@ -269,9 +273,7 @@ def test_scatter_points_sit_where_the_axes_say(log_x, percent):
             assert abs(hi - fy(p["y"] - p["err"])) < 0.6 and abs(lo - fy(p["y"] + p["err"])) < 0.6
         else:
             assert r["err"] is None
-        fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
-        shown = fmt(p["y"])
-        assert r["title"].startswith(f"{p['label']}: effective NFE {p['x']:.3g}, all-correct {shown}")
+        assert r["title"].startswith(f"{p['label']}: effective NFE {p['x']:.3g}, all-correct {fmt(p['y'])}")
         if p["err"] > 0:
             assert f"(95% interval {fmt(p['y'] - p['err'])} to {fmt(p['y'] + p['err'])})" in r["title"]
         assert ("(Pareto front)" in r["title"]) == p["front"]
@@ -344,7 +346,6 @@ def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
     along the top then back along the bottom, one colour per series shared by line, band, points and legend,
     and hover text with the interval; points that are not finite, and series left with none, are dropped."""
     import math
-    import xml.etree.ElementTree as ET
 
     from tmd_bench.reports.pareto import line_svg
 
@@ -356,19 +357,12 @@ def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
         "gone": [(float("inf"), 0.5, 0.1)],
     }
     svg = line_svg(series, "distillation iterations", "all-correct", "t", percent=percent)
-    root = ET.fromstring(svg)
-    value = lambda t: float(t.rstrip("%")) / (100 if t.endswith("%") else 1)  # noqa: E731
-    ticks = [t for t in root.findall(f"{s}text") if t.get("class") == "tick"]
-    xt = [(float(t.get("x")), value(t.text)) for t in ticks if t.get("text-anchor") == "middle"]
-    yt = [(float(t.get("y")) - 4, value(t.text)) for t in ticks if t.get("text-anchor") == "end"]
+    _, xt, yt, root = _svg_reader(svg)
     assert len(xt) >= 3 and len(yt) >= 3
     assert xt[0][1] == 0  # iterations start the axis at 0
-    (px0, vx0), (px1, vx1) = xt[0], xt[-1]
-    (py0, vy0), (py1, vy1) = yt[0], yt[-1]
-    fx = lambda v: px0 + (px1 - px0) * (v - vx0) / (vx1 - vx0)  # noqa: E731
-    fy = lambda v: py0 + (py1 - py0) * (v - vy0) / (vy1 - vy0)  # noqa: E731
+    fx, fy = _tick_map(xt), _tick_map(yt)
     assert all(abs(fx(v) - p) < 0.6 for p, v in xt) and all(abs(fy(v) - p) < 0.6 for p, v in yt)
-    assert px1 > px0 and py1 < py0
+    assert xt[-1][0] > xt[0][0] and yt[-1][0] < yt[0][0]
     frame = root.find(f"{s}rect")
     x0, y0 = float(frame.get("x")), float(frame.get("y"))
     x1, y1 = x0 + float(frame.get("width")), y0 + float(frame.get("height"))
@@ -381,6 +375,8 @@ def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
     assert rows[1] - rows[0] >= 11 and all(float(t.get("x")) > x1 for t in root.findall(f"{s}text")
                                            if t.get("class") == "legend")  # stacked, right of the plot
     circles = root.findall(f"{s}circle")
+    clip = (lambda lo, hi: (max(lo, 0.0), min(hi, 1.0))) if percent else (lambda lo, hi: (lo, hi))  # noqa: E731
+    fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
     colours = []
     for name, line, band in zip(legend, lines, bands):
         pts = sorted((x, y, e) for x, y, e in series[name] if math.isfinite(x) and math.isfinite(y))
@@ -391,7 +387,6 @@ def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
         assert len(verts) == len(pts)
         for (vx, vy), (x, y, _) in zip(verts, pts):
             assert abs(vx - fx(x)) < 0.6 and abs(vy - fy(y)) < 0.6 and x0 <= vx <= x1 and y0 <= vy <= y1
-        clip = (lambda lo, hi: (max(lo, 0.0), min(hi, 1.0))) if percent else (lambda lo, hi: (lo, hi))
         ends = [clip(y - e, y + e) for _, y, e in pts]
         expect = [(fx(x), fy(hi)) for (x, _, _), (_, hi) in zip(pts, ends)]
         expect += [(fx(x), fy(lo)) for (x, _, _), (lo, _) in reversed(list(zip(pts, ends)))]
@@ -399,7 +394,6 @@ def test_line_svg_points_bands_and_legend_sit_where_the_axes_say(percent):
         assert len(got) == len(expect) and all(abs(a - c_) < 0.6 and abs(b - d) < 0.6 for (a, b), (c_, d) in zip(got, expect))
         mine = [ci for ci in circles if ci.get("fill") == c]
         assert len(mine) == len(pts)
-        fmt = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.3g}")  # noqa: E731
         for ci, (x, y, _), (lo, hi) in zip(mine, pts, ends):
             assert abs(float(ci.get("cx")) - fx(x)) < 0.6 and abs(float(ci.get("cy")) - fy(y)) < 0.6
             assert ci.find(f"{s}title").text == (f"{name}: distillation iterations {x:.3g}, all-correct {fmt(y)} "
