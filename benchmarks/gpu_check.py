@@ -29,6 +29,9 @@ so; ``--only latency-compiled`` runs it alone).
 
 ``--tiny`` runs the same steps with the same code and commands, only with tiny configs (transformer,
 VAE, text encoder), 5 frames of 32×32, on the CPU in float32, no compile: the test suite runs it.
+There the CLI steps are forked from one warm interpreter (``--launcher fork``: torch, diffusers and
+transformers imported once, ~15 s a step saved on two cores); each is still its own process and session
+with its own log, exit status and time guard. The GPU run starts every step in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ TINY = dict(frames=5, height=32, width=32, dtype="float32", device="cpu",
 PLAN_S = {"build": (20, 150), "latency-eager": (100, 220), "data-generate": (30, 120), "tmd-stage1": (45, 150),
           "tmd-stage2": (50, 180), "dmd2": (50, 180), "evaluate": (35, 150)}
 TINY_PLAN_S = (10, 240)  # every step in --tiny
+# What a step's interpreter spends its first seconds importing (≈ 15 s on two busy cores, 5 s of it
+# torch._dynamo through diffusers): `--launcher fork` imports them once, in the fork server.
+WARM_IMPORTS = ("torch", "diffusers", "diffusers.models.transformers.transformer_wan",
+                "diffusers.models.autoencoders.autoencoder_kl_wan", "diffusers.schedulers", "transformers",
+                "transformers.models.umt5.modeling_umt5", "tmd_bench.cli", "tmd_bench.harness",
+                "tmd_bench.distill.trainer")
 COMPILE_ALLOWANCE_S = {"full": 90, "tiny": 60}  # compiling the blocks (regional), on top of 2 × the eager runs
 RESERVE_S = 10  # kept for writing the outputs
 
@@ -292,8 +301,12 @@ class Check:
             args += ["--frames", str(s["frames"]), "--height", str(s["height"]), "--width", str(s["width"])]
         return args
 
-    def run(self, name: str, cmd: list[str], cap: float, need: float, record: Path | None = None,
-            describe: str | None = None) -> dict:
+    def run(self, name: str, worker: list[str], cap: float, need: float, record: Path | None = None,
+            describe: str | None = None, warm: bool = False) -> dict:
+        """Run ``gpu_check.py <worker…>`` as step ``name``: a fresh interpreter, or (``warm``, with
+        ``--launcher fork``) a fork of the warm interpreter that has torch, diffusers and transformers
+        imported; either way its own process group, log, exit status and time guard."""
+        cmd = [sys.executable, str(Path(__file__).resolve()), *worker]
         step = {"name": name, "status": None, "wall_s": None, "command": describe or shlex.join(cmd),
                 "log": str(self.logs / f"{name}.log")}
         self.steps[name] = step
@@ -309,11 +322,16 @@ class Check:
         env.setdefault("HF_HUB_OFFLINE", "1")
         if self.args.threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.args.threads)
+        forked = warm and self.args.launcher == "fork"
+        step["launcher"] = "fork" if forked else "spawn"
         t0 = time.perf_counter()
         with open(step["log"], "w") as log:
             log.write(f"$ {step['command']}\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            if forked:
+                proc = _Forked(self._warm(env), worker, step["log"], env)
+            else:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -341,11 +359,23 @@ class Check:
     def cli(self, name: str, argv: list[str], latency_rows: str = "all", need=None, cap=None) -> dict:
         record = self.work / "records" / f"{name}.json"
         record.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_cli", str(record), latency_rows, "--", *argv]
+        worker = ["--_cli", str(record), latency_rows, "--", *argv]
         default_need, default_cap = self.limits(name) if name in PLAN_S or self.mode == "tiny" else (0, 600)
         describe = "python -m tmd_bench " + shlex.join(argv) + (
             "  [rows: students only]" if latency_rows == "students" else "")
-        return self.run(name, cmd, cap or default_cap, default_need if need is None else need, record, describe)
+        return self.run(name, worker, cap or default_cap, default_need if need is None else need, record, describe,
+                        warm=True)
+
+    def _warm(self, env: dict):
+        """The fork server of ``--launcher fork``, started at the first forked step: one interpreter that
+        imports the heavy modules once (``WARM_IMPORTS``; no CUDA call) and forks one child per step."""
+        if getattr(self, "_ctx", None) is None:
+            import multiprocessing
+
+            os.environ.update(env)  # the server, and so every child, starts with the steps' environment
+            self._ctx = multiprocessing.get_context("forkserver")
+            self._ctx.set_forkserver_preload(["__main__", *WARM_IMPORTS])
+        return self._ctx
 
     def ready(self, name: str) -> bool:
         """Whether the steps ``name`` depends on succeeded (else it is recorded as skipped)."""
@@ -363,7 +393,7 @@ class Check:
         spec = json.dumps({"folder": str(self.teacher_dir), "mode": self.mode, "seed": self.args.seed,
                            "env": str(self.work / "env.json")})
         need, cap = self.limits("build")
-        step = self.run("build", [sys.executable, str(Path(__file__).resolve()), "--_build", spec], cap, need,
+        step = self.run("build", ["--_build", spec], cap, need,
                         describe=f"build random-weight {TEACHER} teacher ({self.mode}) in {self.teacher_dir}")
         if step["status"] == "ok":
             self.result["environment"] = json.loads((self.work / "env.json").read_text())
@@ -559,13 +589,63 @@ def _chosen(only: str | None) -> set[str]:
     return names
 
 
-def _stop(proc: subprocess.Popen) -> None:
+class _Forked:
+    """One step forked from the warm server: the CLI worker's argv, output to the step's log, its own
+    session (so that ``_stop`` stops it and its children); ``wait`` as ``subprocess.Popen.wait``."""
+
+    def __init__(self, ctx, worker: list[str], log: str, env: dict):
+        self.process = ctx.Process(target=_forked_main, args=(worker, log, env), daemon=False)
+        self.process.start()
+        self.pid = self.process.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(["forked step", str(self.pid)], timeout)
+        return self.process.exitcode
+
+
+def _forked_main(worker: list[str], log: str, env: dict) -> None:
+    """A forked step: what ``python gpu_check.py <worker…>`` does, in a child of the warm server."""
+    import atexit
+    import traceback
+
+    os.setsid()
+    os.environ.update(env)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)
+    code = 1
+    try:
+        code = main(list(worker))
+    except SystemExit as e:  # the CLI's exit status, as a fresh interpreter would return it
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()  # the worker's record is written at exit; multiprocessing skips atexit
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _stop(proc) -> None:
     """Stop a step's process group (the one this script started), politely first."""
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
+        except ProcessLookupError:  # a forked step stopped before its os.setsid(): no group of its own yet
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                return
         try:
             proc.wait(timeout=wait)
             return
@@ -775,6 +855,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="OMP/MKL threads of the steps' processes (default: 1 with --tiny, "
                    "whose 8-token tensors gain nothing from threads and lose badly to a busy machine; else the "
                    "environment's).")
+    p.add_argument("--launcher", choices=("spawn", "fork"), help="How the CLI steps start: spawn, a fresh "
+                   "interpreter each (default on the GPU: nothing shared, CUDA set up by each step), or fork, a "
+                   "child of one warm interpreter that imported torch, diffusers and transformers once (default "
+                   "with --tiny, where imports are most of a step). The build step is always a fresh interpreter.")
     p.add_argument("--work", help="Folder for the teacher, data and runs (default: a temporary folder, removed).")
     p.add_argument("--keep-work", action="store_true", help="Keep the work folder, optimiser states included.")
     args = p.parse_args(argv)
@@ -782,6 +866,8 @@ def parse_args(argv=None):
         args.compile = not args.tiny
     if args.threads is None and args.tiny:
         args.threads = 1
+    if args.launcher is None:
+        args.launcher = "fork" if args.tiny else "spawn"
     return args
 
 

@@ -22,6 +22,8 @@ def test_gpu_check_tiny(tmp_path):
     steps = {s["name"]: s for s in res["steps"]}
     for name in ("build", "latency-eager", "data-generate", "tmd-stage1", "tmd-stage2", "dmd2", "evaluate"):
         assert steps[name]["status"] == "ok", steps[name]
+    assert steps["build"]["launcher"] == "spawn"  # a fresh interpreter, as every step on the GPU
+    assert {steps[n]["launcher"] for n in steps if n not in ("build", "latency-compiled")} == {"fork"}
     assert steps["latency-compiled"]["status"] == "skipped"  # --tiny: no compile, and it says so
     assert "compile" in steps["latency-compiled"]["reason"]
 
@@ -52,3 +54,45 @@ def test_gpu_check_tiny(tmp_path):
     assert "not representative" in md.lower() or "NOT representative" in md
     assert "diffusers" in md and "torch" in md
     assert (out / "latency-eager.csv").is_file() and (out / "evaluate.csv").is_file()
+
+
+def _gpu_check_module(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the fork server's children import it by this name
+    return importlib.import_module("gpu_check")
+
+
+def test_a_forked_step_returns_its_exit_status_writes_its_log_and_stops_at_its_time_guard(tmp_path, monkeypatch):
+    """--launcher fork (the default with --tiny): a step forked from the warm server behaves as the fresh
+    interpreter of a GPU run does: the CLI's own exit status, its output in the step's log, and a step
+    past its time guard stopped (SIGTERM to its session) with the log kept."""
+    import multiprocessing
+    import signal
+
+    gc = _gpu_check_module(monkeypatch)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "tmd_bench.cli"])  # as the script does, with fewer modules
+    env = {"HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+    def step(name, argv, timeout):
+        log = tmp_path / f"{name}.log"
+        log.write_text(f"$ {name}\n")
+        proc = gc._Forked(ctx, ["--_cli", str(tmp_path / f"{name}.json"), "all", "--", *argv], str(log), env)
+        try:
+            return proc.wait(timeout=timeout), log.read_text(), proc
+        except subprocess.TimeoutExpired:
+            gc._stop(proc)
+            return None, log.read_text(), proc
+
+
+    rc, log, _ = step("help", ["bench", "--help"], 120)
+    assert rc == 0 and log.startswith("$ help\n") and "latency" in log  # appended after the header
+    assert json.loads((tmp_path / "help.json").read_text())["argv"] == ["bench", "--help"]  # atexit ran
+
+    rc, log, _ = step("bad", ["evaluate", "--no-such-option"], 120)
+    assert rc == 2 and "no-such-option" in log, log
+
+    rc, log, proc = step("slow", ["demo", "--out", str(tmp_path / "demo")], 4)
+    assert rc is None and proc.process.exitcode == -signal.SIGTERM
+    assert log.startswith("$ slow\n")
