@@ -110,4 +110,6 @@ def test_demo_refuses_a_bad_metric_option_before_touching_its_folder(tmp_path):
     assert r.exit_code == 2 and "--per-prompt must be ≥ 2" in r.output
     r = run("demo", "--metrics", "shapes,nope", "--out", out)
     assert r.exit_code == 2 and "nope" in r.output
+    r = run("demo", "--latency-repeats", "0", "--out", out)
+    assert r.exit_code == 2 and "--latency-repeats must be ≥ 1, got 0" in r.output
     assert (out / "eval" / "results.csv").read_text() == "row_id\nkept\n"

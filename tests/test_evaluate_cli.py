@@ -260,7 +260,8 @@ def test_demo_runs_on_the_shipped_teacher(tmp_path):
     assert teacher.path == SHAPES_TEACHER_DIR and teacher.meta["train"]["steps"] > 0
     assert (SHAPES_TEACHER_DIR / "training_log.csv").is_file()
     out = tmp_path / "demo"
-    common = ("demo", "--limit", "2", "--draws", "2", "--sweep-draws", "1", "--out", out)
+    common = ("demo", "--limit", "2", "--draws", "2", "--sweep-draws", "1", "--latency-warmup", "0",
+              "--latency-repeats", "1", "--out", out)
     r = run(*common, "--draw", "1")
     assert r.exit_code == 0, r.output
     assert "the report waits for" in r.output and not (out / "report").exists()
@@ -279,6 +280,10 @@ def test_demo_runs_on_the_shipped_teacher(tmp_path):
     students = df[~df["method"].str.startswith("teacher")]
     assert set(students["method"]) == {m for ev in student_evaluations(shipped) for m in ev[0]}
     assert (students["nfe"] == students["nfe_counted"]).all()
+    import json
+
+    protocols = [json.loads((out / "eval" / c).read_text())["latency_protocol"] for c in df["run_card"]]
+    assert {(p["warmup"], p["repeats"]) for p in protocols} == {(0, 1)}  # the demo's latency options, on every row
     # the harder split: every shipped student and the 50-step teacher again on shapes-novel
     novel = df[df["row_id"].str.endswith("-novel")]
     assert {s.split("[")[0] for s in novel["suite"]} == {"shapes-novel"}

@@ -1031,6 +1031,8 @@ def demo(
                                           "paired by prompt (e.g. --metrics shapes,shapes-clip,fd,diversity --limit 16)."),
     per_prompt: Optional[int] = typer.Option(None, help="Clips per prompt K, as for `evaluate` (default 1, or 8 with "
                                              "--metrics diversity)."),
+    latency_warmup: int = typer.Option(1, help="Untimed warm-up generations before each row's latency, as for `evaluate`."),
+    latency_repeats: int = typer.Option(3, help="Timed generations per row (the median is reported), as for `evaluate`."),
 ):
     """The main job on the embedded default: the shipped shapes teacher's step sweep and the shipped
     distilled students (TMD, DMD2-v, rCM, KD, MeanFlow) under one harness, and the report."""
@@ -1046,6 +1048,8 @@ def demo(
     from tmd_bench.reports.html import build_report
 
     runtime.check_number("--draws", draws, 1, 64)
+    runtime.check_number("--latency-warmup", latency_warmup, 0, 100)
+    runtime.check_number("--latency-repeats", latency_repeats, 1, 100)
     chosen = runtime.parse_indices("--draw", draw, draws) if draw else list(range(draws))
     chosen_metrics = _metric_options(metrics, per_prompt, limit)  # before any folder is removed
     t0 = time.time()
@@ -1061,6 +1065,7 @@ def demo(
         if novel:
             evals += novel_evaluations(student_evaluations(shipped))
         options = {k: v for k, v in (("metrics", chosen_metrics), ("per_prompt", per_prompt)) if v is not None}
+        options.update(latency_warmup=latency_warmup, latency_repeats=latency_repeats)
         evals = [(m, st, c, {**extra, **options}) for m, st, c, extra in evals]
         teacher = runtime.load("shapes", None, "auto", None)  # loaded once for every row of every draw
         run_draws(evals, out, draws, limit, teacher=teacher, console=out_console, only=chosen, sweep_draws=sweep_draws)
