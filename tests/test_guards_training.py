@@ -412,3 +412,42 @@ def test_meanflow_target_uses_one_sided_differences_at_the_interval_ends():
     assert abs(target[0, 0] - exact[0]) < 1e-4
     assert target[1, 0] == pytest.approx(float(exact[1] + (t[1] - r[1]) * a * delta), abs=1e-4)  # backward only
     assert target[2, 0] == pytest.approx(float(exact[2] - (t[2] - r[2]) * a * delta), abs=1e-4)  # forward only
+
+
+def test_meanflow_target_keeps_central_differences_where_t_plus_or_minus_delta_lands_on_an_end():
+    """The interval [r, 1] is closed: where t + δ = 1 or t − δ = r exactly, both points are inside and the
+    difference stays central, exact for a quadratic (u = t²: du/dt = 2t; a one-sided chord reads 2t ± δ).
+    Every value here is exact in float32 (δ = 1/4)."""
+    from tmd_bench.distill.losses import meanflow_target
+
+    delta = 0.25
+    u_fn = lambda z, t: t.view(-1, 1) ** 2 + 0 * z  # noqa: E731
+    z, v = torch.zeros(2, 1), torch.zeros(2, 1)
+    t = torch.tensor([0.75, 0.5])  # t + δ = 1; t − δ = r
+    r = torch.tensor([0.0, 0.25])
+    target = meanflow_target(u_fn, z, t, r, v, delta)
+    torch.testing.assert_close(target.flatten(), -(t - r) * 2 * t, rtol=0, atol=0)  # −0.75·1.5, −0.25·1.0
+
+
+def test_meanflow_target_is_float32_whatever_the_dtype_of_its_times():
+    """Times from a float64 grid (tmd_bench.flow's grids are float64) or bf16 ones: the target is formed and
+    returned in float32, the dtype the loss compares it in."""
+    from tmd_bench.distill.losses import meanflow_target
+
+    u_fn = lambda z, t: z * t.view(-1, 1).float()  # noqa: E731
+    z, v = torch.ones(2, 3, dtype=torch.bfloat16), torch.ones(2, 3, dtype=torch.bfloat16)
+    for dtype in (torch.float64, torch.bfloat16, torch.float32):
+        t, r = torch.tensor([0.5, 0.9], dtype=dtype), torch.tensor([0.1, 0.2], dtype=dtype)
+        assert meanflow_target(u_fn, z, t, r, v, 0.01).dtype == torch.float32, dtype
+
+
+def test_vsd_gradient_where_the_student_matches_the_teacher_keeps_its_sign():
+    """x̂ = g_T exactly: mean|x̂ − g_T| = 0 and w = 1/(0 + 1e-6) = 1e6, finite and positive, so the student
+    still moves along g_F − g_T (the normaliser's 1e-6 is an offset up, never a divide by zero or a flip)."""
+    from tmd_bench.distill.losses import vsd_loss
+
+    g = torch.Generator().manual_seed(2)
+    gt, gf = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    x = gt.clone().requires_grad_(True)
+    vsd_loss(x, gt, gf).backward()
+    torch.testing.assert_close(x.grad, 1e6 * (gf - gt) / x.numel(), rtol=1e-5, atol=0)
