@@ -274,6 +274,7 @@ class Check:
         self.logs = self.out / "logs"
         self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
         self.teacher_dir = self.work / "teacher"
+        self._ctx = None  # --launcher fork: the fork server's context, made at the first forked step
         self.t0 = time.perf_counter()
         self.steps: dict[str, dict] = {}
         self.result: dict = {
@@ -369,7 +370,7 @@ class Check:
     def _warm(self, env: dict):
         """The fork server of ``--launcher fork``, started at the first forked step: one interpreter that
         imports the heavy modules once (``WARM_IMPORTS``; no CUDA call) and forks one child per step."""
-        if getattr(self, "_ctx", None) is None:
+        if self._ctx is None:
             import multiprocessing
 
             os.environ.update(env)  # the server, and so every child, starts with the steps' environment

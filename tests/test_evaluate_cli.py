@@ -280,8 +280,6 @@ def test_demo_runs_on_the_shipped_teacher(tmp_path):
     students = df[~df["method"].str.startswith("teacher")]
     assert set(students["method"]) == {m for ev in student_evaluations(shipped) for m in ev[0]}
     assert (students["nfe"] == students["nfe_counted"]).all()
-    import json
-
     protocols = [json.loads((out / "eval" / c).read_text())["latency_protocol"] for c in df["run_card"]]
     assert {(p["warmup"], p["repeats"]) for p in protocols} == {(0, 1)}  # the demo's latency options, on every row
     # the harder split: every shipped student and the 50-step teacher again on shapes-novel

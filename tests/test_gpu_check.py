@@ -85,7 +85,6 @@ def test_a_forked_step_returns_its_exit_status_writes_its_log_and_stops_at_its_t
             gc._stop(proc)
             return None, log.read_text(), proc
 
-
     rc, log, _ = step("help", ["bench", "--help"], 120)
     assert rc == 0 and log.startswith("$ help\n") and "latency" in log  # appended after the header
     assert json.loads((tmp_path / "help.json").read_text())["argv"] == ["bench", "--help"]  # atexit ran
