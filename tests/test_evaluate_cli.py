@@ -326,3 +326,25 @@ def test_rows_read_by_two_oracles_do_not_share_a_table(shapes_teacher_dir, tmp_p
     assert set(pd.read_csv(out / "results.csv")["oracle_version"]) == {2}
     r = run(*base[:-1], tmp_path / "v3", "--steps", "1")
     assert r.exit_code == 0 and set(pd.read_csv(tmp_path / "v3" / "results.csv")["oracle_version"]) == {3}
+
+
+def test_tag_keeps_two_evaluations_of_one_method_apart_and_gap_pairs_them(shapes_teacher_dir, tmp_path):
+    """``--tag`` ends every row id: two runs of one method share a folder (rows, cards, per-clip files
+    side by side) and `gap` pairs them clip by clip; the same sampler on the same seeds differs by exactly 0."""
+    base = ["evaluate", "--teacher-path", shapes_teacher_dir, "--methods", "teacher-euler", "--steps", "2",
+            "--limit", "3", "--latency-warmup", "0", "--latency-repeats", "1", "--preview", "0"]
+    for tag in ("first", "second"):
+        r = run(*base, "--tag", tag, "--out", tmp_path / "e")
+        assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "e" / "results.csv")
+    assert sorted(df["row_id"]) == ["teacher-euler-s2-first", "teacher-euler-s2-second"]
+    for row in df["row_id"]:
+        assert json.loads((tmp_path / "e" / "cards" / f"{row}.json").read_text())["row_id"] == row
+        assert len(pd.read_csv(tmp_path / "e" / "per_clip" / f"{row}.csv")) == 3
+    r = run("gap", tmp_path / "e", "--baseline", "teacher-euler-s2-first", "--rows", "teacher-euler-s2-second")
+    assert r.exit_code == 0, r.output
+    assert "+0.0" in r.output and "[+0.0, +0.0]" in r.output, r.output
+    for bad in ("a/b", "x,y", " ", "t\n"):
+        r = run(*base, "--tag", bad, "--out", tmp_path / "bad")
+        assert r.exit_code == 2 and "--tag" in r.output, r.output
+        assert not (tmp_path / "bad").exists()

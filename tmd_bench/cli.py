@@ -169,6 +169,8 @@ def evaluate(
     clip_weights: Optional[Path] = typer.Option(None, help="Local .safetensors CLIP weights (default: the HF cache)."),
     nproc: Optional[int] = typer.Option(None, help="Processes (GPUs) on this machine: the suite is split across them "
                                         "under torchrun, rank 0 scores and writes (same numbers as one process)."),
+    tag: Optional[str] = typer.Option(None, help="Suffix of every row id (tmd-M2-N2H2-TAG): two students of one "
+                                      "method, evaluated into one folder or paired by `tmd-bench gap`, stay apart."),
     out: Path = typer.Option(Path("runs/eval"), help="Run folder (results.csv, cards/, samples/)."),
 ):
     """Sample a prompt suite with each method × step count; write results.csv and run cards."""
@@ -192,7 +194,8 @@ def evaluate(
                      shift=shift, latency_warmup=latency_warmup, latency_repeats=latency_repeats,
                      preview=preview, device=device, frames=frames, height=height, width=width, checkpoints=_checkpoints(checkpoint), inner_steps=inner_steps, per_prompt=per_prompt, oracle=oracle,
                      metrics=_metric_list(metrics),
-                     clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None, out=str(out))
+                     clip_model=clip_model, clip_weights=str(clip_weights) if clip_weights else None,
+                     row_suffix=tag, out=str(out))
     run_eval(cfg, console=out_console if distributed.is_main() else None)
     if distributed.is_main():
         out_console.print(f"results: {out / 'results.csv'}")

@@ -167,6 +167,10 @@ class EvalConfig:
         runtime.check_number("--per-prompt", self.per_prompt, 1, 64)
         if self.oracle not in (2, 3):
             raise ValueError(f"--oracle must be 2 or 3, got {self.oracle}")
+        if self.row_suffix is not None and (not self.row_suffix.strip() or len(self.row_suffix) > 100
+                                            or re.search(r"[/\\,\x00-\x1f]", self.row_suffix)):
+            raise ValueError(f"--tag ends every row id and its file names: 1 to 100 characters, no '/', '\\', ',' "
+                             f"or control characters, got {self.row_suffix!r}")
         if "diversity" in (self.metrics or []) and self.per_prompt is not None and self.per_prompt < 2:
             raise ValueError("--metrics diversity compares several samples of a prompt: --per-prompt must be ≥ 2")
         too_many = [s for s in self.steps if s > runtime.MAX_STEPS]
