@@ -56,6 +56,26 @@ def test_guided_combines_one_batched_pass():
     assert calls == [2]
 
 
+def test_unguided_velocity_is_the_conditional_one_at_its_own_time():
+    """``scale == 1``: the network itself, told the time and the prompt it is given (no uncond half)."""
+    def net(x, t, text):
+        return x * t + text[:, :1, :1].view(-1, 1)
+
+    x, t = torch.tensor([[2.0], [-1.0]]), torch.tensor(0.25)
+    text, neg = torch.tensor([[[3.0]], [[5.0]]]), torch.zeros(1, 1, 1)
+    torch.testing.assert_close(sampling.guided(net, text, neg, 1.0)(x, t), net(x, t, text), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("steps,shift", [(1, 1.0), (4, 3.0), (50, 5.0)])
+def test_teacher_euler_grid_runs_from_pure_noise_at_1_to_0(steps, shift):
+    """``teacher-euler`` starts where Wan samples start, t = 1 exactly (the training grids stop at
+    T_MAX = 0.999), and is the shifted uniform grid ``shift(linspace(1, 0, k + 1))``."""
+    ts = sampling.euler_grid(steps, shift)
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    assert ts[0].item() == 1.0 and ts[-1].item() == 0.0 and len(ts) == steps + 1
+    torch.testing.assert_close(ts, shift * u / (1 + (shift - 1) * u), rtol=0, atol=1e-12)
+
+
 def gaussian_flow(mu: torch.Tensor, s: torch.Tensor):
     """Data x ~ N(μ, diag s²): x_t = (1 − t)·x + t·x1 is N((1 − t)μ, σ_t²) with σ_t² = (1 − t)²s² + t², and
     the exact velocity is v = E[x1 − x | x_t] = −μ + (t − (1 − t)s²)/σ_t² · (x_t − (1 − t)μ). Its ODE paths are
