@@ -166,3 +166,15 @@ def test_world_latents_read_back_a_known_layout():
     still = world.Scene(1, "small", "blue", "circle", "still", "black")
     z = world_latents(world.render(still, world.Layout(((9.0, 15.0),), 0.0)), still.prompt)
     np.testing.assert_allclose(z, [9.0 / world.WIDTH, 15.0 / world.HEIGHT], atol=0.03)
+
+
+def test_world_cells_put_latents_outside_the_unit_range_in_the_end_cells():
+    """A moving prompt drawn still reads speed 0, i.e. (0 − 0.7) / 0.4 = −1.75 on the unit scale; starts can
+    fall outside the frame. Those latents belong to the first or last of the GRID cells, not to cells of
+    their own that no world sample can reach."""
+    import numpy as np
+
+    from tmd_bench.metrics.diversity import GRID, _cells
+
+    cells = _cells([np.array([-1.75, 0.5, 1.0]), np.array([-0.2, 1.4, 0.99]), np.array([0.0, 0.34, 0.66])])
+    assert cells == {(0, 1, GRID - 1), (0, GRID - 1, GRID - 1), (0, 1, 1)}

@@ -69,3 +69,20 @@ def test_frechet_distance_edges_where_a_student_lives():
         frechet_distance(rng.normal(size=(6, 3)), bad)
     with pytest.raises(ValueError, match="the first feature set"):
         frechet_distance(bad, rng.normal(size=(6, 3)))
+
+
+def test_psnr_is_the_mean_of_per_frame_psnr_each_capped_at_100_db():
+    """A frame equal to its reference is +inf dB; it counts as 100 dB in the mean over frames, beside the
+    frames that differ (a mean taken first would be inf, and then 100 for the whole clip)."""
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(1, 3, 2, 16, 16, generator=g) * 2 - 1
+    out = ref.clone()
+    out[:, :, 1] = (ref[:, :, 1] + 0.2 * torch.randn(ref[:, :, 1].shape, generator=g)).clamp(-1, 1)
+    mse = float(((out[:, :, 1].double() - ref[:, :, 1].double()) ** 2).mean())
+    psnr, _ = paired_psnr_ssim(out, ref)
+    assert psnr == pytest.approx((100.0 + 10 * np.log10(4 / mse)) / 2, abs=1e-3)
+
+
+def test_psnr_ssim_name_both_shapes_when_they_differ():
+    with pytest.raises(ValueError, match=r"clips \(1, 3, 2, 8, 8\) and reference \(1, 3, 2, 8, 6\) differ in shape"):
+        paired_psnr_ssim(torch.zeros(1, 3, 2, 8, 8), torch.zeros(1, 3, 2, 8, 6))
