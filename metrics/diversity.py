@@ -145,13 +145,17 @@ class WorldDiversity:
         self.reference = reference
         self._cache: dict[str, list] = {}
 
+    def reference_seeds(self, index: int) -> list[int]:
+        """The world seeds of prompt ``index``'s reference renders: ``reference`` consecutive seeds from
+        REFERENCE_SEED, a block per prompt, so no two prompts of a suite share one."""
+        return [REFERENCE_SEED + index * self.reference + r for r in range(self.reference)]
+
     def reference_latents(self, prompt: str, index: int) -> list:
         from tmd_bench import world
 
         key = f"{index}:{prompt}"
         if key not in self._cache:
-            seeds = [REFERENCE_SEED + index * self.reference + r for r in range(self.reference)]
-            clips = world.render_prompts([prompt] * self.reference, seeds)
+            clips = world.render_prompts([prompt] * self.reference, self.reference_seeds(index))
             self._cache[key] = [z for z in (world_latents(c, prompt) for c in clips) if z is not None]
         return self._cache[key]
 

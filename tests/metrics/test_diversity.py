@@ -178,3 +178,23 @@ def test_world_cells_put_latents_outside_the_unit_range_in_the_end_cells():
 
     cells = _cells([np.array([-1.75, 0.5, 1.0]), np.array([-0.2, 1.4, 0.99]), np.array([0.0, 0.34, 0.66])])
     assert cells == {(0, 1, GRID - 1), (0, GRID - 1, GRID - 1), (0, 1, 1)}
+
+
+def test_world_references_use_disjoint_seed_blocks_and_world_diversity_checks_k():
+    """Each prompt's reference renders come from its own block of seeds (no two prompts share a render's
+    noise); the world measure takes K = 2 and refuses K = 1 or a K that does not divide the clips."""
+    from tmd_bench import world
+    from tmd_bench.metrics.diversity import WorldDiversity
+
+    wd = WorldDiversity(reference=4)
+    blocks = [wd.reference_seeds(i) for i in range(50)]
+    assert all(len(set(b)) == 4 for b in blocks)
+    assert len({s for b in blocks for s in b}) == 200  # disjoint across prompts
+    prompt = "two small red circles moving right on a black background"
+    videos = world.render_prompts([prompt] * 2, [5, 6])
+    out = wd.per_prompt(videos, [prompt] * 2, 2)
+    assert [len(v) for v in out.values()] == [1, 1, 1] and out["div_world_readable"] == [1.0]
+    with pytest.raises(ValueError, match="--per-prompt ≥ 2 dividing the 2 clips, got 1"):
+        wd.per_prompt(videos, [prompt] * 2, 1)
+    with pytest.raises(ValueError, match="--per-prompt ≥ 2 dividing the 4 clips, got 3"):
+        wd.per_prompt(torch.cat([videos, videos]), [prompt] * 4, 3)
