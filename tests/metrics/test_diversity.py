@@ -198,3 +198,29 @@ def test_world_references_use_disjoint_seed_blocks_and_world_diversity_checks_k(
         wd.per_prompt(videos, [prompt] * 2, 1)
     with pytest.raises(ValueError, match="--per-prompt ≥ 2 dividing the 4 clips, got 3"):
         wd.per_prompt(torch.cat([videos, videos]), [prompt] * 4, 3)
+
+
+def test_world_coverage_is_relative_to_disjoint_k_subsets_of_the_reference(monkeypatch):
+    """The arithmetic of the world measure on latents given by hand (the oracle's reading replaced): the
+    expected cell count is the mean over the *disjoint* K-subsets of the reference (a remainder dropped);
+    energy needs 2 readable samples; no full subset leaves coverage undefined."""
+    import math
+
+    import numpy as np
+
+    from tmd_bench.metrics import diversity
+
+    table = {0: np.array([0.1]), 1: np.array([0.9]), 2: np.array([0.5]), 3: None}
+    monkeypatch.setattr(diversity, "world_latents", lambda clip, prompt: table[int(clip)])
+    wd = diversity.WorldDiversity()
+    ref = [np.array([v]) for v in (0.1, 0.5, 0.2, 0.25, 0.9)]  # subsets {0.1, 0.5}: 2 cells, {0.2, 0.25}: 1
+    monkeypatch.setattr(wd, "reference_latents", lambda prompt, index: ref)
+    out = wd.per_prompt(torch.tensor([0.0, 1.0, 2.0, 3.0]), ["p"] * 4, 2)  # prompt 0: 0.1, 0.9; prompt 1: 0.5, —
+    assert out["div_world_coverage"] == pytest.approx([2 / 1.5, 1 / 1.5])
+    assert out["div_world_readable"] == [1.0, 0.5]
+    x, y = np.array([0.1, 0.9]), np.array([0.1, 0.5, 0.2, 0.25, 0.9])
+    off = lambda v: np.abs(v[:, None] - v[None])[~np.eye(len(v), dtype=bool)].mean()  # noqa: E731
+    energy = 2 * np.abs(x[:, None] - y[None]).mean() - off(x) - off(y)
+    assert out["div_world_energy"][0] == pytest.approx(energy) and math.isnan(out["div_world_energy"][1])
+    monkeypatch.setattr(wd, "reference_latents", lambda prompt, index: ref[:1])  # fewer renders than K
+    assert math.isnan(wd.per_prompt(torch.tensor([0.0, 1.0]), ["p"] * 2, 2)["div_world_coverage"][0])
