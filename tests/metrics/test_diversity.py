@@ -224,3 +224,27 @@ def test_world_coverage_is_relative_to_disjoint_k_subsets_of_the_reference(monke
     assert out["div_world_energy"][0] == pytest.approx(energy) and math.isnan(out["div_world_energy"][1])
     monkeypatch.setattr(wd, "reference_latents", lambda prompt, index: ref[:1])  # fewer renders than K
     assert math.isnan(wd.per_prompt(torch.tensor([0.0, 1.0]), ["p"] * 2, 2)["div_world_coverage"][0])
+
+
+def test_energy_distance_at_its_smallest_samples_and_the_summary_without_any():
+    """Two samples a side are enough (the U-statistic needs pairs); one on either side is undefined. A row
+    whose prompts all lack an energy has none; the other prompts' energies are averaged alone."""
+    import math
+
+    import numpy as np
+
+    from tmd_bench.metrics.diversity import WorldDiversity, energy_distance
+
+    a, b = np.array([[0.0], [1.0]]), np.array([[5.0], [6.0], [7.0]])
+    # 2·mean|x − y| = 2·5.5; mean |x − x'| over x ≠ x' = 1; over y ≠ y' = 4/3
+    assert energy_distance(a, b) == pytest.approx(11 - 1 - 4 / 3)
+    assert energy_distance([[0, 0], [3, 4]], [[0, 0], [3, 4]]) == pytest.approx(2 * 2.5 - 5 - 5)  # ints as floats
+    for x, y in ((a[:1], b), (a, b[:1]), (a[:1], b[:1])):
+        assert math.isnan(energy_distance(x, y))
+    none = WorldDiversity.summary({"div_world_coverage": [0.5, 1.0], "div_world_energy": [float("nan")] * 2,
+                                   "div_world_readable": [1.0, 0.5]})
+    assert none["div_world_coverage"] == 0.75 and none["div_world_readable"] == 0.75
+    assert math.isnan(none["div_world_energy"])
+    some = WorldDiversity.summary({"div_world_coverage": [1.0, 1.0], "div_world_energy": [float("nan"), 0.3],
+                                   "div_world_readable": [1.0, 1.0]})
+    assert some["div_world_energy"] == pytest.approx(0.3)
