@@ -280,3 +280,16 @@ def test_time_inside_a_network_adds_up_over_its_calls(shapes_teacher, monkeypatc
     finally:
         handle.remove()
     assert len(calls) >= 3 and lat.denoise_by_network_s == {"teacher": float(len(calls)), "idle": 0.0}
+
+
+@pytest.mark.parametrize("platform,unit", [("linux", 2**10), ("darwin", 1)])
+def test_process_peak_memory_reads_ru_maxrss_in_the_platforms_unit(shapes_teacher, monkeypatch, platform, unit):
+    """getrusage's ru_maxrss is KiB on Linux and bytes on macOS; the row's peak is MiB on both."""
+    import types
+
+    monkeypatch.setattr(harness.sys, "platform", platform)
+    monkeypatch.setattr(harness.resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=5 * 2**20 // unit))
+    method = harness.teacher_method(shapes_teacher, "euler", 4.0)
+    lat = harness.measure_latency(method, shapes_teacher, "a small red circle moving left on a black background", 0, 1,
+                                  warmup=0, repeats=1)
+    assert (lat.peak_memory_mb, lat.memory_kind) == (5.0, "process_peak_rss")
