@@ -184,12 +184,15 @@ def test_world_references_use_disjoint_seed_blocks_and_world_diversity_checks_k(
     """Each prompt's reference renders come from its own block of seeds (no two prompts share a render's
     noise); the world measure takes K = 2 and refuses K = 1 or a K that does not divide the clips."""
     from tmd_bench import world
-    from tmd_bench.metrics.diversity import WorldDiversity
+    from tmd_bench.metrics.diversity import REFERENCE_SEED, WorldDiversity
 
     wd = WorldDiversity(reference=4)
     blocks = [wd.reference_seeds(i) for i in range(50)]
     assert all(len(set(b)) == 4 for b in blocks)
     assert len({s for b in blocks for s in b}) == 200  # disjoint across prompts
+    # consecutive blocks from REFERENCE_SEED, as documented: the published diversity figures used these renders
+    assert blocks[0] == list(range(REFERENCE_SEED, REFERENCE_SEED + 4)) and blocks[7] == list(
+        range(REFERENCE_SEED + 28, REFERENCE_SEED + 32))
     prompt = "two small red circles moving right on a black background"
     videos = world.render_prompts([prompt] * 2, [5, 6])
     out = wd.per_prompt(videos, [prompt] * 2, 2)
